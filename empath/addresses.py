@@ -1,0 +1,205 @@
+"""Envelope addresses: parse the path of MAIL FROM and RCPT TO (RFC 5321 §4.1.2).
+
+Pure code. Parsing is strict about what can change where mail goes (a bare
+``@`` in a local part, a broken domain) and records the features that relay
+control must look at (a source route, a domain literal, a quoted local part).
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256
+
+# RFC 5322 atext; SMTPUTF8 (RFC 6531) adds every non-ASCII character.
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
+_ATOM_ASCII = re.compile(rf"[{_ATEXT}]+")
+_ATOM_UTF8 = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+")
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class AddressError(ValueError):
+    """The text is not a valid envelope address; the message says why."""
+
+
+class NeedsSMTPUTF8(AddressError):
+    """The address is valid only in a session that declared SMTPUTF8."""
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    local: str  # as written, quotes removed, quoted-pairs resolved
+    domain: str  # lower case, A-labels; "[1.2.3.4]" for a literal
+    quoted: bool = False
+    literal: bool = False
+
+    def __str__(self) -> str:
+        return f"{quote_local(self.local)}@{self.domain}"
+
+
+@dataclass(frozen=True)
+class Path:
+    """What was inside the angle brackets. ``mailbox`` is None for ``<>``."""
+
+    mailbox: Mailbox | None
+    source_route: bool = False
+    postmaster: bool = False  # the bare <Postmaster> of RFC 5321 §4.5.1
+
+    @property
+    def address(self) -> str:
+        return "" if self.mailbox is None else str(self.mailbox)
+
+
+def quote_local(local: str) -> str:
+    if all(_ATOM_UTF8.fullmatch(part) for part in local.split(".")):
+        return local
+    escaped = local.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def split_path(text: str) -> tuple[str, str]:
+    """Split ``<path> params`` into the path (brackets kept) and the rest.
+
+    Clients that omit the brackets (old printers do) are accepted when the
+    address has no spaces. A ``>`` inside a quoted local part does not end
+    the path.
+    """
+    text = text.lstrip(" ")
+    if not text.startswith("<"):
+        head, _, rest = text.partition(" ")
+        if not head or "<" in head or ">" in head:
+            raise AddressError("address must be in angle brackets")
+        return "<" + head + ">", rest
+    quoted = False
+    escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            rest = text[i + 1 :]
+            if rest and not rest.startswith(" "):
+                raise AddressError("junk after the closing angle bracket")
+            return text[: i + 1], rest.lstrip(" ")
+    raise AddressError("missing closing angle bracket")
+
+
+def parse_path(text: str, utf8: bool = False, allow_null: bool = False) -> Path:
+    """Parse ``<...>`` (brackets included) into a Path."""
+    if len(text) > MAX_PATH + 2:
+        raise AddressError("path longer than 256 characters")
+    if not (text.startswith("<") and text.endswith(">")):
+        raise AddressError("address must be in angle brackets")
+    inner = text[1:-1]
+    if inner == "":
+        if allow_null:
+            return Path(None)
+        raise AddressError("empty address not allowed here")
+    if inner.lower() == "postmaster":
+        return Path(None, postmaster=True)
+    route = False
+    if inner.startswith("@"):
+        # A-d-l ":" Mailbox: a source route. RFC 5321 §4.1.1.3 says to ignore
+        # it; we check its syntax and let relay control refuse it for strangers.
+        adl, colon, inner = inner.partition(":")
+        if not colon:
+            raise AddressError("source route without ':'")
+        for hop in adl.split(","):
+            if not hop.startswith("@"):
+                raise AddressError("bad source route")
+            parse_domain(hop[1:], utf8)
+        route = True
+    return Path(parse_mailbox(inner, utf8), source_route=route)
+
+
+def parse_mailbox(text: str, utf8: bool = False) -> Mailbox:
+    if not text.isascii() and not utf8:
+        raise NeedsSMTPUTF8("non-ASCII address without SMTPUTF8")
+    if text.startswith('"'):
+        local, rest = _parse_quoted(text)
+        quoted = True
+        if not rest.startswith("@"):
+            raise AddressError("quoted local part must be followed by '@'")
+        domain_text = rest[1:]
+    else:
+        local, at, domain_text = text.rpartition("@")
+        if not at:
+            raise AddressError("address has no domain")
+        quoted = False
+        atom = _ATOM_UTF8 if utf8 else _ATOM_ASCII
+        if not local or not all(atom.fullmatch(part) for part in local.split(".")):
+            raise AddressError("bad local part")
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART:
+        raise AddressError("local part longer than 64 octets")
+    if domain_text.startswith("["):
+        return Mailbox(local, parse_literal(domain_text), quoted, literal=True)
+    return Mailbox(local, parse_domain(domain_text, utf8), quoted)
+
+
+def _parse_quoted(text: str) -> tuple[str, str]:
+    out = []
+    i = 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            if i + 1 >= len(text) or not (" " <= text[i + 1] <= "~"):
+                raise AddressError("bad quoted pair")
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if ch == '"':
+            return "".join(out), text[i + 1 :]
+        if ch < " " or ch == "\x7f":
+            raise AddressError("control character in quoted local part")
+        out.append(ch)
+        i += 1
+    raise AddressError("unterminated quoted local part")
+
+
+def parse_domain(text: str, utf8: bool = False) -> str:
+    """A domain name, returned in lower case with IDNA A-labels."""
+    if not text:
+        raise AddressError("empty domain")
+    if not text.isascii():
+        if not utf8:
+            raise NeedsSMTPUTF8("non-ASCII domain without SMTPUTF8")
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise AddressError("bad internationalized domain") from exc
+    if len(text) > MAX_DOMAIN:
+        raise AddressError("domain longer than 255 octets")
+    labels = text.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise AddressError("bad domain")
+    return text.lower()
+
+
+def parse_literal(text: str) -> str:
+    """An address literal such as [192.0.2.1] or [IPv6:2001:db8::1]."""
+    if not (text.startswith("[") and text.endswith("]")):
+        raise AddressError("bad address literal")
+    inner = text[1:-1]
+    try:
+        if inner[:5].lower() == "ipv6:":
+            return f"[IPv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
+        return f"[{ipaddress.IPv4Address(inner)}]"
+    except ValueError as exc:
+        raise AddressError("bad address literal") from exc
+
+
+def parse_helo(text: str) -> str:
+    """The argument of HELO/EHLO, kept as given.
+
+    Printers and appliances send names like ``printer_1``; like Postfix we
+    accept any single printable word and only record it.
+    """
+    word = text.strip(" ")
+    if not word or len(word) > MAX_DOMAIN or any(ch <= " " or ch == "\x7f" for ch in word):
+        raise AddressError("HELO needs one domain or address literal")
+    return word

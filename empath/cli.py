@@ -1,0 +1,52 @@
+"""``empath``: run the daemon in the foreground, or check its config."""
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="empath", description="Empath mail transfer agent")
+    parser.add_argument("--config", "-c", required=True, help="path to the TOML config file")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit (0 good, 1 bad)")
+    args = parser.parse_args(argv)
+
+    if not args.check:
+        # First thing, before anything imports socket or ssl.
+        from gevent import monkey
+
+        monkey.patch_all()
+
+    from empath import config as config_module
+
+    try:
+        config = config_module.load(args.config)
+        problems = config_module.check_files(config)
+        if problems:
+            raise config_module.ConfigError(problems)
+    except config_module.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"empath: {problem}", file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"empath: {config.path} is valid")
+        return 0
+    return _run(config)
+
+
+def _run(config) -> int:
+    from empath import log
+    from empath.daemon import Daemon
+    from empath.queue.store import QueueError
+
+    log.setup(config.log_level, config.log_format, config.log_file)
+    daemon = Daemon(config)
+    try:
+        daemon.run()
+    except (QueueError, OSError) as exc:
+        print(f"empath: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

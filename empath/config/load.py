@@ -1,0 +1,340 @@
+"""Read the TOML file and validate it into a Config.
+
+Every problem is collected, not just the first, and each names its key and
+line, so ``empath --check`` shows an operator all that is wrong in one go.
+"""
+
+import ipaddress
+import re
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+
+from empath.addresses import AddressError, parse_domain
+from empath.config import values
+from empath.config.model import MODES, Config, Limits, Listener, QueueSettings, Timeouts
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+# Safe by default: only this host may relay without logging in.
+DEFAULT_TRUSTED = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?")
+_KEY = re.compile(r'^\s*("[^"]*"|[A-Za-z0-9_.-]+)\s*=')
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Map dotted key paths (``limits.max_recipients``, ``listeners[1].mode``) to line numbers."""
+    lines: dict[str, int] = {}
+    table = ""
+    counts: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if m := _HEADER.match(line):
+            name = m.group(2).replace('"', "")
+            if m.group(1) == "[[":
+                index = counts.get(name, -1) + 1
+                counts[name] = index
+                name = f"{name}[{index}]"
+            table = name
+            lines.setdefault(table, number)
+        elif m := _KEY.match(line):
+            key = m.group(1).strip('"')
+            lines.setdefault(f"{table}.{key}" if table else key, number)
+    return lines
+
+
+class _Reader:
+    """Pulls typed values out of the parsed document, noting every problem."""
+
+    def __init__(self, text: str):
+        self.lines = key_lines(text)
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        line = self.lines.get(key) or self.lines.get(key.rsplit(".", 1)[0])
+        where = f"{key} (line {line})" if line else key
+        self.problems.append(f"{where}: {message}")
+
+    def table(self, doc: dict, name: str, known: set[str]) -> dict:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            self.problem(name, "must be a table")
+            return {}
+        for key in value:
+            if key not in known:
+                self.problem(f"{name}.{key}", "unknown key")
+        return value
+
+    def get(self, table: dict, key: str, default: Any, convert: Callable[[Any], Any], where: str) -> Any:
+        if key not in table:
+            return default
+        try:
+            return convert(_plain(table[key]))
+        except (ValueError, TypeError) as exc:
+            self.problem(where, str(exc))
+            return default
+
+
+def _plain(value: Any) -> Any:
+    return value.unwrap() if hasattr(value, "unwrap") else value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return convert
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return convert
+
+
+def _at_least(convert: Callable[[Any], Any], minimum: float) -> Callable[[Any], Any]:
+    def checked(value: Any) -> Any:
+        result = convert(value)
+        if result < minimum:
+            raise ValueError(f"must be at least {minimum:g}")
+        return result
+
+    return checked
+
+
+def _string_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    return value
+
+
+def _domain(value: str) -> str:
+    try:
+        return parse_domain(value.rstrip("."), utf8=True)
+    except AddressError as exc:
+        raise ValueError(f"{value!r} is not a domain name: {exc}") from None
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP network such as 192.0.2.0/24 or 2001:db8::/32") from None
+
+
+def _host_port(value: Any) -> tuple[str, int]:
+    text = _string(value)
+    m = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d{1,5})$", text)
+    if not m:
+        raise ValueError(f"{text!r} must be address:port, such as 127.0.0.1:2525 or [::1]:2525")
+    host = m.group(1) or m.group(2)
+    port = int(m.group(3))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} must be an IP address") from None
+    return host, port
+
+
+def _limits(r: _Reader, doc: dict) -> Limits:
+    t = r.table(doc, "limits", {f.name for f in fields(Limits)})
+    d = Limits()
+    sizes = {"max_message_size"}
+    delays = {"auth_failure_delay"}
+    minimums = {"line_length": 512, "text_line_length": 1000, "max_recipients": 100, "max_received_headers": 1}
+    kwargs = {}
+    for f in fields(Limits):
+        where = f"limits.{f.name}"
+        if f.name in sizes:
+            convert = _at_least(values.size, 1024)
+        elif f.name in delays:
+            convert = values.duration
+        else:
+            convert = _integer(minimums.get(f.name, 1))
+        kwargs[f.name] = r.get(t, f.name, getattr(d, f.name), convert, where)
+    return Limits(**kwargs)
+
+
+def _durations(r: _Reader, doc: dict, name: str, cls: type) -> Any:
+    t = r.table(doc, name, {f.name for f in fields(cls)})
+    d = cls()
+    return cls(
+        **{f.name: r.get(t, f.name, getattr(d, f.name), values.duration, f"{name}.{f.name}") for f in fields(cls)}
+    )
+
+
+def _queue(r: _Reader, doc: dict) -> QueueSettings:
+    t = r.table(doc, "queue", {f.name for f in fields(QueueSettings)})
+    d = QueueSettings()
+    return QueueSettings(
+        lifetime=r.get(t, "lifetime", d.lifetime, _at_least(values.duration, 60), "queue.lifetime"),
+        min_free_space=r.get(t, "min_free_space", d.min_free_space, values.size, "queue.min_free_space"),
+        max_size=r.get(t, "max_size", d.max_size, values.size, "queue.max_size"),
+        commit_timeout=r.get(
+            t, "commit_timeout", d.commit_timeout, _at_least(values.duration, 1), "queue.commit_timeout"
+        ),
+    )
+
+
+def _listeners(r: _Reader, doc: dict) -> tuple[Listener, ...]:
+    raw = _plain(doc.get("listeners", []))
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        r.problem("listeners", "must be an array of tables: [[listeners]]")
+        return ()
+    result = []
+    seen = set()
+    for i, entry in enumerate(raw):
+        where = f"listeners[{i}]"
+        for key in entry:
+            if key not in ("address", "mode"):
+                r.problem(f"{where}.{key}", "unknown key")
+        if "address" not in entry:
+            r.problem(where, "address is required")
+            continue
+        host_port = r.get(entry, "address", None, _host_port, f"{where}.address")
+        mode = r.get(entry, "mode", "smtp", _choice(MODES), f"{where}.mode")
+        if host_port is None:
+            continue
+        if host_port in seen:
+            r.problem(f"{where}.address", "the same address is listed twice")
+        seen.add(host_port)
+        result.append(Listener(host_port[0], host_port[1], mode))
+    if not result and not r.problems:
+        r.problem("listeners", "at least one [[listeners]] entry is required")
+    return tuple(result)
+
+
+def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "localhost") -> Config:
+    """Turn a parsed document into a Config, or raise ConfigError listing every problem."""
+    r = _Reader(text)
+    base = config_path.parent
+    for key in doc:
+        if key not in ("server", "listeners", "relay", "tls", "auth", "limits", "timeouts", "queue"):
+            r.problem(key, "unknown section")
+
+    def path(value: Any) -> Path:
+        text = _string(value)
+        if not text:
+            raise ValueError("must not be empty")
+        return (base / text).resolve() if not text.startswith("/") else Path(text)
+
+    server = r.table(doc, "server", {"hostname", "data_dir", "log_level", "log_format", "log_file"})
+    hostname = r.get(server, "hostname", default_hostname, lambda v: _domain(_string(v)), "server.hostname")
+    data_dir = r.get(server, "data_dir", None, path, "server.data_dir")
+    if "data_dir" not in server:
+        r.problem("server.data_dir", "is required (the queue database lives there)")
+    log_level = r.get(server, "log_level", "info", _choice(LOG_LEVELS), "server.log_level")
+    log_format = r.get(server, "log_format", "text", _choice(LOG_FORMATS), "server.log_format")
+    log_file = r.get(server, "log_file", None, path, "server.log_file")
+
+    relay = r.table(doc, "relay", {"local_domains", "trusted_networks"})
+    domains = r.get(relay, "local_domains", [], lambda v: [_domain(d) for d in _string_list(v)], "relay.local_domains")
+    networks = r.get(
+        relay,
+        "trusted_networks",
+        DEFAULT_TRUSTED,
+        lambda v: [_network(n) for n in _string_list(v)],
+        "relay.trusted_networks",
+    )
+
+    tls = r.table(doc, "tls", {"certificate", "key"})
+    cert = r.get(tls, "certificate", None, path, "tls.certificate")
+    key = r.get(tls, "key", None, path, "tls.key")
+    if (cert is None) != (key is None):
+        r.problem("tls", "certificate and key must be given together")
+
+    auth = r.table(doc, "auth", {"users_file"})
+    users_file = r.get(auth, "users_file", None, path, "auth.users_file")
+
+    listeners = _listeners(r, doc)
+    for i, listener in enumerate(listeners):
+        if listener.mode == "smtps" and cert is None:
+            r.problem(f"listeners[{i}].mode", "smtps needs [tls] certificate and key")
+        if listener.mode == "submission" and (cert is None or users_file is None):
+            r.problem(
+                f"listeners[{i}].mode", "submission needs [tls] and auth.users_file: clients must log in over TLS"
+            )
+
+    config = Config(
+        path=config_path,
+        hostname=hostname,
+        data_dir=data_dir or base,
+        log_level=log_level,
+        log_format=log_format,
+        log_file=log_file,
+        listeners=listeners,
+        local_domains=tuple(dict.fromkeys(domains)),
+        trusted_networks=tuple(networks),
+        tls_certificate=cert,
+        tls_key=key,
+        users_file=users_file,
+        limits=_limits(r, doc),
+        timeouts=_durations(r, doc, "timeouts", Timeouts),
+        queue=_queue(r, doc),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def check_files(config: Config) -> list[str]:
+    """Problems with the files the config names: they must exist and load."""
+    problems = []
+    if config.tls_certificate is not None and config.tls_key is not None:
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(config.tls_certificate), str(config.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"tls.certificate: cannot load {config.tls_certificate} with its key: {exc}")
+    if config.users_file is not None and not config.users_file.is_file():
+        problems.append(
+            f"auth.users_file: {config.users_file} does not exist (create it with: empathctl user add NAME)"
+        )
+    if config.log_file is not None and not config.log_file.parent.is_dir():
+        problems.append(f"server.log_file: directory {config.log_file.parent} does not exist")
+    return problems
+
+
+def load(path: str | Path) -> Config:
+    """Read, parse and validate a config file; raise ConfigError on any problem.
+
+    The files it names are not opened here: see check_files.
+    """
+    config_path = Path(path).resolve()
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read {config_path}: {exc}"]) from None
+    try:
+        doc = tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError([f"{config_path}: not valid TOML: {exc}"]) from None
+    return validate(doc, text, config_path, default_hostname=socket.getfqdn())

@@ -1,0 +1,83 @@
+"""The queue's tables (peewee models) and its schema version.
+
+The body lives in a table of its own so that scans of messages and
+recipients never read it. Times are UNIX seconds (REAL) in UTC.
+"""
+
+import peewee
+
+# The models are bound to a database when the store opens one.
+database_proxy = peewee.DatabaseProxy()
+
+SCHEMA_VERSION = 1
+
+# Recipient states.
+QUEUED = "queued"
+DEFERRED = "deferred"
+DELIVERED = "delivered"
+BOUNCED = "bounced"
+HELD = "held"
+STATES = (QUEUED, DEFERRED, DELIVERED, BOUNCED, HELD)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class SchemaInfo(BaseModel):
+    version = peewee.IntegerField()
+
+
+class Message(BaseModel):
+    queue_id = peewee.CharField(primary_key=True, max_length=16)
+    sender = peewee.TextField()  # "" for the null sender <>
+    size = peewee.IntegerField()
+    received_at = peewee.FloatField()
+    expires_at = peewee.FloatField()
+    client_address = peewee.TextField()
+    client_helo = peewee.TextField()
+    auth_user = peewee.TextField(null=True)
+    listener = peewee.TextField()
+    trace_id = peewee.TextField()
+    smtputf8 = peewee.BooleanField(default=False)
+    body_type = peewee.TextField(default="7BIT")
+    dsn_ret = peewee.TextField(null=True)
+    dsn_envid = peewee.TextField(null=True)
+    held = peewee.BooleanField(default=False)
+
+
+class Body(BaseModel):
+    message = peewee.ForeignKeyField(Message, primary_key=True, on_delete="CASCADE", column_name="queue_id")
+    data = peewee.BlobField()
+
+
+class Recipient(BaseModel):
+    message = peewee.ForeignKeyField(Message, backref="recipients", on_delete="CASCADE", column_name="queue_id")
+    address = peewee.TextField()
+    domain = peewee.TextField(index=True)
+    state = peewee.TextField(default=QUEUED)
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.FloatField()
+    last_reply = peewee.TextField(null=True)
+    dsn_notify = peewee.TextField(null=True)  # comma-separated NOTIFY values
+    dsn_orcpt = peewee.TextField(null=True)
+    lease_owner = peewee.TextField(null=True)
+    lease_until = peewee.FloatField(null=True)
+
+    class Meta:
+        indexes = ((("state", "next_attempt_at"), False),)
+
+
+class Event(BaseModel):
+    """Append-only history: receipt, attempts, operator actions."""
+
+    queue_id = peewee.CharField(max_length=16, index=True)
+    recipient = peewee.TextField(null=True)
+    at = peewee.FloatField()
+    kind = peewee.TextField()
+    detail = peewee.TextField(default="")
+
+
+MODELS = (SchemaInfo, Message, Body, Recipient, Event)

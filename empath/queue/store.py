@@ -1,0 +1,276 @@
+"""Open the queue database, keep its schema current, and write new messages.
+
+Every write runs on one dedicated thread that owns the SQLite connection, so
+the gevent hub never waits for the disk and SQLite never sees two threads at
+once. Sessions hand their messages to the GroupCommitter, which writes all
+that is pending in one transaction with one fsync (``synchronous=FULL`` in
+WAL mode), then wakes every session it carried.
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gevent
+import gevent.event
+import gevent.threadpool
+import peewee
+
+from empath.queue import models
+from empath.queue.models import QUEUED, Body, Event, Message, Recipient, SchemaInfo
+
+log = logging.getLogger("empath.queue")
+T = TypeVar("T")
+
+# Upgrades from one schema version to the next: MIGRATIONS[n] turns version n
+# into n + 1. Each runs inside the transaction that records the new version.
+MIGRATIONS: dict[int, Callable[[peewee.SqliteDatabase], None]] = {}
+
+
+class QueueError(Exception):
+    """The queue could not take the message; nothing was written."""
+
+
+class StorageFull(QueueError):
+    """The disk, or the configured queue size, has no room left."""
+
+
+class SchemaTooNew(QueueError):
+    pass
+
+
+class AlreadyRunning(QueueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewRecipient:
+    address: str
+    domain: str
+    notify: tuple[str, ...] = ()
+    orcpt: str | None = None
+
+
+@dataclass
+class NewMessage:
+    queue_id: str
+    sender: str
+    body: bytes
+    recipients: list[NewRecipient]
+    received_at: float
+    expires_at: float
+    client_address: str
+    client_helo: str
+    listener: str
+    trace_id: str
+    auth_user: str | None = None
+    smtputf8: bool = False
+    body_type: str = "7BIT"
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+def connect(path: Path, max_size: int = 0, readonly: bool = False) -> peewee.SqliteDatabase:
+    """A peewee database on ``path`` with the pragmas the queue relies on."""
+    pragmas: list[tuple[str, Any]] = [("foreign_keys", 1), ("busy_timeout", 5000)]
+    if not readonly:
+        pragmas += [("journal_mode", "wal"), ("synchronous", "full")]
+    db = peewee.SqliteDatabase(
+        str(path), pragmas=pragmas, thread_safe=False, check_same_thread=False, autoconnect=False
+    )
+    db.connect()
+    if max_size:
+        page_size = db.execute_sql("PRAGMA page_size").fetchone()[0]
+        db.execute_sql(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")
+    return db
+
+
+def ensure_schema(db: peewee.SqliteDatabase) -> int:
+    """Create the tables in a new file, migrate an older one, refuse a newer one."""
+    models.database_proxy.initialize(db)
+    with db.atomic():
+        if not db.table_exists(SchemaInfo._meta.table_name):
+            db.create_tables(models.MODELS)
+            SchemaInfo.create(version=models.SCHEMA_VERSION)
+            return models.SCHEMA_VERSION
+        row = SchemaInfo.get_or_none()
+        version = row.version if row else 0
+        if version > models.SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the queue database has schema version {version}, newer than this Empath "
+                f"understands ({models.SCHEMA_VERSION}); run a newer Empath or restore a backup"
+            )
+        while version < models.SCHEMA_VERSION:
+            log.info("migrating queue schema from version %d to %d", version, version + 1)
+            MIGRATIONS[version](db)
+            version += 1
+        SchemaInfo.update(version=version).execute()
+    return version
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data directory's lock, so two daemons never share one queue."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "empath.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise AlreadyRunning(f"another Empath (pid {owner}) is using the data directory {data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def free_space(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _classify(exc: Exception) -> QueueError:
+    text = str(exc).lower()
+    full = "full" in text or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+    if full:
+        return StorageFull(str(exc))
+    return QueueError(str(exc))
+
+
+class Store:
+    """The daemon's handle on the queue: one connection, used from one thread."""
+
+    def __init__(self, path: Path, max_size: int = 0):
+        self.path = path
+        self.max_size = max_size
+        self._pool = gevent.threadpool.ThreadPool(1)
+        self.db: peewee.SqliteDatabase | None = None
+
+    def open(self) -> None:
+        self.db = self.call(connect, self.path, self.max_size)
+        self.call(ensure_schema, self.db)
+        self.call(self._clear_leases)
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.call(self.db.close)
+            self.db = None
+        self._pool.kill()
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the database thread; the calling greenlet waits, the hub does not."""
+        return self._pool.spawn(fn, *args).get()
+
+    def _clear_leases(self) -> None:
+        Recipient.update(lease_owner=None, lease_until=None).where(Recipient.lease_owner.is_null(False)).execute()
+
+    def write_batch(self, batch: list[NewMessage]) -> None:
+        """Insert every message of the batch in one transaction (runs on the database thread)."""
+        assert self.db is not None
+        try:
+            with self.db.atomic():
+                for msg in batch:
+                    _insert(msg)
+        except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
+            raise _classify(exc) from exc
+
+
+def _insert(msg: NewMessage) -> None:
+    Message.insert(
+        queue_id=msg.queue_id,
+        sender=msg.sender,
+        size=len(msg.body),
+        received_at=msg.received_at,
+        expires_at=msg.expires_at,
+        client_address=msg.client_address,
+        client_helo=msg.client_helo,
+        auth_user=msg.auth_user,
+        listener=msg.listener,
+        trace_id=msg.trace_id,
+        smtputf8=msg.smtputf8,
+        body_type=msg.body_type,
+        dsn_ret=msg.dsn_ret,
+        dsn_envid=msg.dsn_envid,
+    ).execute()
+    Body.insert(message=msg.queue_id, data=msg.body).execute()
+    Recipient.insert_many(
+        [
+            {
+                "message": msg.queue_id,
+                "address": r.address,
+                "domain": r.domain,
+                "state": QUEUED,
+                "next_attempt_at": msg.received_at,
+                "dsn_notify": ",".join(r.notify) or None,
+                "dsn_orcpt": r.orcpt,
+            }
+            for r in msg.recipients
+        ]
+    ).execute()
+    Event.insert_many(
+        [
+            {"queue_id": msg.queue_id, "at": msg.received_at, "kind": kind, "detail": detail}
+            for kind, detail in msg.events
+        ]
+    ).execute()
+
+
+class GroupCommitter:
+    """Many sessions, one writer: each batch is one transaction and one fsync."""
+
+    def __init__(self, store: Store, timeout: float):
+        self.store = store
+        self.timeout = timeout
+        self._pending: list[tuple[NewMessage, gevent.event.AsyncResult]] = []
+        self._wake = gevent.event.Event()
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill()
+            self._greenlet = None
+
+    def enqueue(self, msg: NewMessage) -> None:
+        """Return once ``msg`` is durably committed; raise QueueError if it is not."""
+        result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._pending.append((msg, result))
+        self._wake.set()
+        try:
+            result.get(timeout=self.timeout)
+        except gevent.Timeout:
+            raise QueueError(f"the queue did not commit within {self.timeout:g}s") from None
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            started = time.monotonic()
+            try:
+                self.store.call(self.store.write_batch, [msg for msg, _ in batch])
+            except QueueError as exc:
+                log.error("queue write of %d message(s) failed: %s", len(batch), exc)
+                for _, result in batch:
+                    result.set_exception(exc)
+                continue
+            except Exception as exc:  # a bug must fail these sessions, not stop the writer
+                log.exception("queue write of %d message(s) failed unexpectedly", len(batch))
+                for _, result in batch:
+                    result.set_exception(QueueError(f"internal error: {exc}"))
+                continue
+            log.debug("committed %d message(s) in %.1f ms", len(batch), (time.monotonic() - started) * 1000)
+            for _, result in batch:
+                result.set(True)

@@ -1,0 +1,1 @@
+"""The SMTP server: parser, state machine, replies, and the session loop."""

@@ -1,0 +1,114 @@
+"""A client connection: buffered line reads with a hard length limit, buffered
+replies flushed before every blocking read (so pipelined commands get their
+replies in one packet), and the switch to TLS.
+"""
+
+import socket
+import ssl
+
+import gevent
+from gevent import select
+
+RECV_SIZE = 65536
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class Connection:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._in = bytearray()
+        self._out: list[bytes] = []
+        self.tls_version: str | None = None
+        self.tls_cipher: str | None = None
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self.sock.sendall(data)
+
+    def _fill(self, timeout: float) -> None:
+        self.flush()
+        with gevent.Timeout(timeout):
+            chunk = self.sock.recv(RECV_SIZE)
+        if not chunk:
+            raise ConnectionClosed()
+        self._in += chunk
+
+    def read_line(self, limit: int, timeout: float) -> tuple[bytes, bool]:
+        """One line up to and including its LF, and whether it overflowed ``limit``.
+
+        An overflowing line is returned as its first ``limit`` bytes plus its
+        own ending (CRLF or LF); the rest is read and dropped, so the session
+        stays in step. Raises gevent.Timeout or ConnectionClosed.
+        """
+        start = 0
+        while True:
+            end = self._in.find(b"\n", start)
+            if end != -1 and end < limit:
+                line = bytes(self._in[: end + 1])
+                del self._in[: end + 1]
+                return line, False
+            if end != -1 or len(self._in) >= limit:
+                return self._drop_long_line(limit, timeout), True
+            start = len(self._in)
+            self._fill(timeout)
+
+    def _drop_long_line(self, limit: int, timeout: float) -> bytes:
+        head = bytes(self._in[:limit])
+        del self._in[:limit]
+        last = head[-1:]
+        while True:
+            end = self._in.find(b"\n")
+            if end != -1:
+                last = self._in[end - 1 : end] if end > 0 else last
+                del self._in[: end + 1]
+                return head + (b"\r\n" if last == b"\r" else b"\n")
+            if self._in:
+                last = self._in[-1:]
+                self._in.clear()
+            self._fill(timeout)
+
+    def has_input(self, timeout: float = 0.0) -> bool:
+        """True if the client has sent anything we have not read yet."""
+        if self._in:
+            return True
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(readable)
+
+    def discard_input(self) -> int:
+        """Drop everything buffered; returns how many bytes were dropped."""
+        count = len(self._in)
+        self._in.clear()
+        return count
+
+    def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
+        self.flush()
+        tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+        with gevent.Timeout(timeout):
+            tls.do_handshake()
+        self.sock = tls
+        self.tls_version = tls.version()
+        cipher = tls.cipher()
+        self.tls_cipher = cipher[0] if cipher else None
+
+    def close(self, linger: float = 0.0) -> None:
+        """Flush and close. With ``linger``, read and drop what the client still
+        sends for a moment first, so our last reply is not lost to a reset."""
+        try:
+            self.flush()
+            if linger:
+                self.sock.shutdown(socket.SHUT_WR)
+                with gevent.Timeout(linger, False):
+                    while self.sock.recv(RECV_SIZE):
+                        pass
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            self.sock.close()

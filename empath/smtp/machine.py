@@ -1,0 +1,406 @@
+"""The SMTP protocol state machine: decides every reply, does no I/O.
+
+The session feeds it lines and the outcome of the work it asked for (a TLS
+handshake, a password check, the message data, the queue commit) and gets
+back Steps: replies to send and at most one action to perform. Everything
+that depends on the session's history lives here, so it is tested without a
+socket.
+"""
+
+import base64
+import binascii
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from empath import addresses
+from empath.config.model import Limits
+from empath.smtp import replies
+from empath.smtp.commands import (
+    NOT_SMTP_VERBS,
+    Command,
+    CommandError,
+    MailArgs,
+    RcptArgs,
+    parse_command,
+    parse_mail,
+    parse_rcpt,
+)
+from empath.smtp.relay import Client, may_relay
+from empath.smtp.replies import Reply
+
+
+class Action(enum.Enum):
+    NONE = "none"
+    CLOSE = "close"  # send the replies, then hang up
+    STARTTLS = "starttls"  # send the replies, then do the TLS handshake
+    CHECK_AUTH = "check_auth"  # check Step.credentials, then call auth_result()
+    READ_DATA = "read_data"  # send the replies, then read the message and call data_end()
+    ENQUEUE = "enqueue"  # commit envelope() and the data, then call queued() or queue_failed()
+
+
+@dataclass(frozen=True)
+class Step:
+    replies: tuple[Reply, ...] = ()
+    action: Action = Action.NONE
+    delay: float = 0.0  # seconds to wait before sending the replies
+    credentials: tuple[str, str] | None = None  # (user, password) for CHECK_AUTH
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the listener and config say; the same for every session on a listener."""
+
+    hostname: str
+    mode: str  # smtp, submission or smtps
+    limits: Limits
+    local_domains: tuple[str, ...] = ()
+    tls_available: bool = False
+    auth_available: bool = False
+    storage_available: Callable[[int], bool] = lambda size: True
+
+    @property
+    def postmaster_domain(self) -> str:
+        return self.local_domains[0] if self.local_domains else self.hostname
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    domain: str
+    args: RcptArgs
+
+
+@dataclass
+class Envelope:
+    mail: MailArgs
+    recipients: list[Recipient] = field(default_factory=list)
+
+    @property
+    def sender(self) -> str:
+        return self.mail.path.address
+
+
+class State(enum.Enum):
+    FRESH = "fresh"  # greeted, waiting for HELO/EHLO
+    READY = "ready"  # no transaction
+    MAIL = "mail"  # sender given
+    DATA = "data"  # reading the message
+    QUEUEING = "queueing"  # waiting for the queue commit
+
+
+def _b64decode(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise CommandError(replies.AUTH_BAD_RESPONSE) from None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class Machine:
+    def __init__(self, policy: Policy, client_address: str, trusted: bool, tls_active: bool = False):
+        self.policy = policy
+        self.client_address = client_address
+        self.trusted = trusted
+        self.tls_active = tls_active
+        self.state = State.FRESH
+        self.helo: str | None = None
+        self.esmtp = False
+        self.auth_user: str | None = None
+        self.envelope: Envelope | None = None
+        self.errors = 0
+        self.auth_failures = 0
+        self._local_domains = frozenset(policy.local_domains)
+        # An AUTH exchange in progress: (mechanism, username so far).
+        self._auth: tuple[str, str | None] | None = None
+        self._pending_user: str | None = None
+
+    # -- what the session asks -------------------------------------------------
+
+    @property
+    def in_auth_exchange(self) -> bool:
+        """True while the next line is a SASL response, which must never be logged."""
+        return self._auth is not None
+
+    @property
+    def auth_offered(self) -> bool:
+        return self.policy.auth_available and self.tls_active
+
+    def greeting(self) -> Reply:
+        return replies.GREETING.format(hostname=self.policy.hostname)
+
+    # -- input -----------------------------------------------------------------
+
+    def handle(self, line: bytes) -> Step:
+        """One complete line from the client, CRLF removed."""
+        try:
+            if self._auth is not None:
+                return self._auth_response(line)
+            command = parse_command(line)
+            return self._dispatch(command)
+        except CommandError as exc:
+            return self._fail(exc.reply)
+
+    def line_too_long(self) -> Step:
+        return self._fail(replies.LINE_TOO_LONG)
+
+    def bare_lf(self) -> Step:
+        return self._fail(replies.BARE_LF_IN_COMMAND)
+
+    def tls_started(self) -> None:
+        """RFC 3207 §4.2: after the handshake, forget everything learned before it."""
+        self.tls_active = True
+        self.state = State.FRESH
+        self.helo = None
+        self.esmtp = False
+        self.envelope = None
+        self.auth_user = None
+
+    def auth_result(self, ok: bool) -> Step:
+        user = self._pending_user
+        self._pending_user = None
+        if ok:
+            self.auth_user = user
+            return Step((replies.AUTH_OK,))
+        self.auth_failures += 1
+        delay = self.policy.limits.auth_failure_delay * self.auth_failures
+        if self.auth_failures >= self.policy.limits.auth_max_failures:
+            return Step((replies.AUTH_FAILED, replies.AUTH_TOO_MANY_FAILURES), Action.CLOSE, delay=delay)
+        step = self._fail(replies.AUTH_FAILED)
+        return Step(step.replies, step.action, delay=delay)
+
+    def auth_unavailable(self) -> Step:
+        """The users file could not be read: a temporary failure, not the client's fault."""
+        self._pending_user = None
+        return Step((replies.AUTH_TEMPORARY,))
+
+    def data_end(self, error: Reply | None, fatal: bool = False) -> Step:
+        """The message has been read; ``error`` is the DataReader's verdict."""
+        if error is not None:
+            self._reset()
+            step = self._fail(error)
+            return Step(step.replies, Action.CLOSE) if fatal else step
+        self.state = State.QUEUEING
+        return Step(action=Action.ENQUEUE)
+
+    def queued(self, queue_id: str) -> Step:
+        self._reset()
+        return Step((replies.QUEUED.format(queue_id=queue_id),))
+
+    def queue_failed(self, reply: Reply) -> Step:
+        self._reset()
+        return Step((reply,))
+
+    # -- commands --------------------------------------------------------------
+
+    def _dispatch(self, cmd: Command) -> Step:
+        if cmd.verb in NOT_SMTP_VERBS:
+            return Step((replies.NOT_SMTP,), Action.CLOSE)
+        handler = getattr(self, f"_cmd_{cmd.verb.lower()}", None)
+        if handler is None:
+            if cmd.verb in ("EXPN", "TURN", "ETRN", "BDAT"):
+                return self._fail(replies.NOT_IMPLEMENTED)
+            return self._fail(replies.UNKNOWN_COMMAND)
+        return handler(cmd.arg)
+
+    def _cmd_ehlo(self, arg: str) -> Step:
+        return self._hello(arg, esmtp=True)
+
+    def _cmd_helo(self, arg: str) -> Step:
+        return self._hello(arg, esmtp=False)
+
+    def _hello(self, arg: str, esmtp: bool) -> Step:
+        try:
+            helo = addresses.parse_helo(arg)
+        except addresses.AddressError:
+            return self._fail(replies.BAD_HELO)
+        self._reset()
+        self.helo = helo
+        self.esmtp = esmtp
+        self.state = State.READY
+        hello = replies.HELLO.format(hostname=self.policy.hostname, helo=helo)
+        if not esmtp:
+            return Step((hello,))
+        lines = [hello.text, *self.extensions()]
+        return Step((hello.with_text("\n".join(lines)),))
+
+    def extensions(self) -> list[str]:
+        ext = [
+            "PIPELINING",
+            f"SIZE {self.policy.limits.max_message_size}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+            "DSN",
+        ]
+        if self.policy.tls_available and not self.tls_active:
+            ext.append("STARTTLS")
+        if self.auth_offered:
+            ext.append("AUTH PLAIN LOGIN")
+        ext.append("HELP")
+        return ext
+
+    def _cmd_noop(self, arg: str) -> Step:
+        return Step((replies.NOOP,))
+
+    def _cmd_rset(self, arg: str) -> Step:
+        if arg:
+            return self._fail(replies.SYNTAX_ERROR)
+        self._reset()
+        return Step((replies.RESET,))
+
+    def _cmd_quit(self, arg: str) -> Step:
+        return Step((replies.CLOSING,), Action.CLOSE)
+
+    def _cmd_vrfy(self, arg: str) -> Step:
+        if not arg:
+            return self._fail(replies.SYNTAX_ERROR)
+        return Step((replies.VRFY,))
+
+    def _cmd_help(self, arg: str) -> Step:
+        return Step((replies.HELP,))
+
+    def _cmd_starttls(self, arg: str) -> Step:
+        if arg:
+            return self._fail(replies.SYNTAX_ERROR)
+        if self.tls_active:
+            return self._fail(replies.ALREADY_TLS)
+        if not self.policy.tls_available:
+            return self._fail(replies.TLS_NOT_AVAILABLE)
+        if self.state is State.FRESH or not self.esmtp:
+            return self._fail(replies.NEED_HELO.with_text("Say EHLO first"))
+        if self.envelope is not None:
+            return self._fail(replies.BAD_SEQUENCE.with_text("Mail transaction in progress"))
+        return Step((replies.READY_TLS,), Action.STARTTLS)
+
+    def _cmd_auth(self, arg: str) -> Step:
+        if not self.policy.auth_available:
+            return self._fail(replies.AUTH_NOT_AVAILABLE)
+        if not self.tls_active:
+            return self._fail(replies.AUTH_ENCRYPTION_REQUIRED)
+        if self.state is State.FRESH or not self.esmtp:
+            return self._fail(replies.NEED_HELO.with_text("Say EHLO first"))
+        if self.auth_user is not None:
+            return self._fail(replies.AUTH_ALREADY)
+        if self.envelope is not None:
+            return self._fail(replies.BAD_SEQUENCE.with_text("Mail transaction in progress"))
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        initial = initial.strip()
+        if mechanism == "PLAIN":
+            if initial:
+                return self._check_plain(initial)
+            self._auth = ("PLAIN", None)
+            return Step((replies.AUTH_CHALLENGE.format(challenge=""),))
+        if mechanism == "LOGIN":
+            if initial:
+                self._auth = ("LOGIN", self._decode_or_cancel(initial))
+                return Step((replies.AUTH_CHALLENGE.format(challenge=_b64("Password:")),))
+            self._auth = ("LOGIN", None)
+            return Step((replies.AUTH_CHALLENGE.format(challenge=_b64("Username:")),))
+        return self._fail(replies.AUTH_MECHANISM_UNKNOWN)
+
+    def _decode_or_cancel(self, text: str) -> str:
+        if text == "=":  # RFC 4954: an empty initial response
+            return ""
+        try:
+            return _b64decode(text)
+        except CommandError:
+            self._auth = None
+            raise
+
+    def _auth_response(self, line: bytes) -> Step:
+        text = line.decode("ascii", "replace").strip()
+        mechanism, user = self._auth or ("", None)
+        if text == "*":
+            self._auth = None
+            return self._fail(replies.AUTH_CANCELLED)
+        if mechanism == "PLAIN":
+            self._auth = None
+            return self._check_plain(text)
+        if user is None:
+            self._auth = ("LOGIN", self._decode_or_cancel(text))
+            return Step((replies.AUTH_CHALLENGE.format(challenge=_b64("Password:")),))
+        self._auth = None
+        return self._check(user, _b64decode(text))
+
+    def _check_plain(self, blob: str) -> Step:
+        parts = _b64decode(blob).split("\0")
+        if len(parts) != 3:
+            return self._fail(replies.AUTH_BAD_RESPONSE)
+        authzid, user, password = parts
+        if authzid and authzid != user:  # no acting on behalf of another user
+            return self.auth_result(False)
+        return self._check(user, password)
+
+    def _check(self, user: str, password: str) -> Step:
+        self._pending_user = user
+        return Step(action=Action.CHECK_AUTH, credentials=(user, password))
+
+    def _cmd_mail(self, arg: str) -> Step:
+        if self.state is State.FRESH:
+            return self._fail(replies.NEED_HELO)
+        if self.envelope is not None:
+            return self._fail(replies.NESTED_MAIL)
+        if self.policy.mode == "submission" and self.auth_user is None:
+            return self._fail(replies.AUTH_REQUIRED if self.tls_active else replies.TLS_REQUIRED)
+        mail = parse_mail(arg)
+        if not self.esmtp and mail.has_params:
+            return self._fail(replies.BAD_PARAMETER.with_text("Parameters need EHLO"))
+        limit = self.policy.limits.max_message_size
+        if mail.size is not None and mail.size > limit:
+            return self._fail(replies.MESSAGE_TOO_BIG.with_text(f"Message size exceeds fixed limit of {limit} bytes"))
+        if not self.policy.storage_available(mail.size or 0):
+            return Step((replies.INSUFFICIENT_STORAGE,))
+        self.envelope = Envelope(mail)
+        self.state = State.MAIL
+        return Step((replies.SENDER_OK,))
+
+    def _cmd_rcpt(self, arg: str) -> Step:
+        if self.envelope is None:
+            return self._fail(replies.NEED_MAIL)
+        rcpt = parse_rcpt(arg, utf8=self.envelope.mail.smtputf8)
+        if not self.esmtp and rcpt.has_params:
+            return self._fail(replies.BAD_PARAMETER.with_text("Parameters need EHLO"))
+        client = Client(self.client_address, self.trusted, self.auth_user is not None)
+        if not may_relay(rcpt.path, client, self._local_domains):
+            return self._fail(replies.RELAY_DENIED)
+        if rcpt.path.postmaster:
+            address, domain = f"postmaster@{self.policy.postmaster_domain}", self.policy.postmaster_domain
+        else:
+            assert rcpt.path.mailbox is not None
+            address, domain = rcpt.path.address, rcpt.path.mailbox.domain
+        recipients = self.envelope.recipients
+        if any(r.address == address for r in recipients):
+            return Step((replies.RECIPIENT_OK,))
+        if len(recipients) >= self.policy.limits.max_recipients:
+            return self._fail(replies.TOO_MANY_RECIPIENTS)
+        recipients.append(Recipient(address, domain, rcpt))
+        return Step((replies.RECIPIENT_OK,))
+
+    def _cmd_data(self, arg: str) -> Step:
+        if arg:
+            return self._fail(replies.SYNTAX_ERROR)
+        if self.envelope is None:
+            return self._fail(replies.NEED_MAIL)
+        if not self.envelope.recipients:
+            return self._fail(replies.NO_VALID_RECIPIENTS)
+        self.state = State.DATA
+        return Step((replies.START_DATA,), Action.READ_DATA)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.envelope = None
+        if self.state is not State.FRESH:
+            self.state = State.READY
+
+    def _fail(self, reply: Reply) -> Step:
+        """Send an error reply; hang up once the client has made too many."""
+        self.errors += 1
+        if self.errors >= self.policy.limits.max_errors:
+            return Step((reply, replies.TOO_MANY_ERRORS), Action.CLOSE)
+        return Step((reply,))

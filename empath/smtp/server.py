@@ -1,0 +1,141 @@
+"""The listeners: accept connections, enforce connection limits, run sessions."""
+
+import logging
+import socket
+import ssl
+from collections import Counter
+from dataclasses import dataclass, field
+
+import gevent
+import gevent.pool
+from gevent.server import StreamServer
+
+from empath.config import Config, Listener
+from empath.log import event
+from empath.queue.store import GroupCommitter, free_space
+from empath.smtp import replies
+from empath.smtp.connection import Connection
+from empath.smtp.machine import Policy
+from empath.smtp.relay import is_trusted
+from empath.smtp.session import Session, Shutdown
+from empath.users import Users
+
+log = logging.getLogger("empath.smtp")
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls_certificate is None or config.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(config.tls_certificate), str(config.tls_key))
+    return ctx
+
+
+@dataclass
+class Listening:
+    server: "SmtpServer"
+    listener: Listener
+    policy: Policy
+    stream: StreamServer | None = None
+
+
+@dataclass
+class SmtpServer:
+    config: Config
+    committer: GroupCommitter
+    tls_context: ssl.SSLContext | None = None
+    users: Users | None = None
+    sessions: gevent.pool.Group = field(default_factory=gevent.pool.Group)
+    listening: list[Listening] = field(default_factory=list)
+    per_client: Counter = field(default_factory=Counter)
+    accepting: bool = True
+
+    def __post_init__(self) -> None:
+        self.tls_context = tls_context(self.config)
+        if self.config.users_file is not None:
+            self.users = Users(self.config.users_file)
+
+    def is_trusted(self, address: str) -> bool:
+        return is_trusted(address, self.config.trusted_networks)
+
+    def storage_available(self, size: int) -> bool:
+        """Postfix's rule: keep room for the message and half again, and the configured floor."""
+        need = max(self.config.queue.min_free_space, size + size // 2)
+        try:
+            return free_space(self.config.data_dir) >= need
+        except OSError:
+            return False
+
+    def policy(self, listener: Listener) -> Policy:
+        c = self.config
+        return Policy(
+            hostname=c.hostname,
+            mode=listener.mode,
+            limits=c.limits,
+            local_domains=c.local_domains,
+            tls_available=self.tls_context is not None,
+            auth_available=self.users is not None,
+            storage_available=self.storage_available,
+        )
+
+    def start(self) -> None:
+        """Bind every listener; raise OSError naming the address if one cannot be bound."""
+        for listener in self.config.listeners:
+            listening = Listening(self, listener, self.policy(listener))
+            family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((listener.host, listener.port))
+            except OSError as exc:
+                sock.close()
+                self.stop_listening()
+                raise OSError(exc.errno, f"cannot listen on {listener.name}: {exc.strerror}") from None
+            sock.listen(1024)
+            stream = StreamServer(sock, lambda s, a, ln=listening: self._accept(ln, s, a))
+            stream.start()
+            listening.stream = stream
+            self.listening.append(listening)
+            event(log, "listening", listener=listener.name)
+
+    def _accept(self, listening: Listening, sock: socket.socket, address: tuple) -> None:
+        """Runs in the connection's own greenlet (StreamServer spawns it)."""
+        client = address[0]
+        conn = Connection(sock)
+        limits = self.config.limits
+        refusal = None
+        if not self.accepting:
+            refusal = replies.SHUTTING_DOWN
+        elif len(self.sessions) >= limits.max_connections:
+            refusal = replies.TOO_MANY_CONNECTIONS
+        elif self.per_client[client] >= limits.max_connections_per_client:
+            refusal = replies.TOO_MANY_FROM_CLIENT
+        if refusal is not None:
+            event(log, "connection_refused", level=logging.WARNING, client=client, reason=refusal.text)
+            conn.send(refusal.render())
+            conn.close(linger=0.5)
+            return
+        session = Session(listening, conn, client)
+        self.per_client[client] += 1
+        self.sessions.add(gevent.getcurrent())
+        try:
+            session.run()
+        finally:
+            self.sessions.discard(gevent.getcurrent())
+            self.per_client[client] -= 1
+            if not self.per_client[client]:
+                del self.per_client[client]
+
+    def stop_listening(self) -> None:
+        self.accepting = False
+        for listening in self.listening:
+            if listening.stream is not None:
+                listening.stream.close()
+
+    def drain(self, grace: float) -> None:
+        """Let sessions finish for ``grace`` seconds, then end the rest with 421."""
+        self.sessions.join(timeout=grace)
+        if len(self.sessions):
+            log.warning("ending %d session(s) still open after %gs", len(self.sessions), grace)
+            self.sessions.kill(exception=Shutdown, block=True, timeout=10)

@@ -1,0 +1,271 @@
+"""One SMTP session: a straight loop of read a line, ask the machine, act.
+
+Everything that decides lives in the Machine; this module only moves bytes,
+runs the actions the machine asks for, and makes sure that whatever goes
+wrong in one session is logged and ends that session alone.
+"""
+
+import logging
+import ssl
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import gevent
+
+from empath.log import event
+from empath.queue import ids
+from empath.queue.store import NewMessage, NewRecipient, QueueError, StorageFull
+from empath.smtp import replies, stamp
+from empath.smtp.connection import Connection, ConnectionClosed
+from empath.smtp.data import DataReader
+from empath.smtp.machine import Action, Machine, Step
+from empath.users import UsersFileError
+
+if TYPE_CHECKING:
+    from empath.smtp.server import Listening
+
+log = logging.getLogger("empath.smtp")
+
+
+class Shutdown(Exception):
+    """Raised into sessions still running when the grace period is over."""
+
+
+class Session:
+    def __init__(self, listening: "Listening", conn: Connection, client_address: str):
+        self.listening = listening
+        self.server = listening.server
+        self.config = self.server.config
+        self.conn = conn
+        self.client = client_address
+        self.trace_id = uuid.uuid4().hex
+        self.started = time.time()
+        self._body = b""  # the message just read, between READ_DATA and ENQUEUE
+        self.machine = Machine(
+            listening.policy,
+            client_address,
+            trusted=self.server.is_trusted(client_address),
+            tls_active=False,
+        )
+
+    @property
+    def state(self) -> str:
+        return self.machine.state.value
+
+    def run(self) -> None:
+        event(log, "connect", client=self.client, listener=self.listening.listener.name, trace_id=self.trace_id)
+        outcome = "closed"
+        try:
+            self._serve()
+        except ConnectionClosed:
+            outcome = "client hung up"
+        except gevent.Timeout:
+            outcome = "timeout"
+            self._send_and_close(replies.TIMEOUT)
+        except Shutdown:
+            outcome = "shutdown"
+            self._send_and_close(replies.SHUTTING_DOWN)
+        except (OSError, ssl.SSLError) as exc:
+            outcome = f"connection error: {exc}"
+        except Exception:  # a bug must end this session only, with a reply, never a traceback to the client
+            log.exception("session failed unexpectedly (client %s, trace %s)", self.client, self.trace_id)
+            outcome = "internal error"
+            self._send_and_close(replies.QUEUE_FAILURE.with_text("Internal error, try again later"))
+        finally:
+            self.conn.close()
+            event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
+
+    def _send_and_close(self, reply: replies.Reply) -> None:
+        try:
+            with gevent.Timeout(5):
+                self.conn.send(reply.render())
+                self.conn.flush()
+        except (OSError, ssl.SSLError, gevent.Timeout):
+            pass
+
+    def _serve(self) -> None:
+        timeouts = self.config.timeouts
+        if self.listening.listener.mode == "smtps":
+            self._start_tls()
+        elif self.conn.has_input(timeouts.greet_pause):
+            event(log, "pregreet", level=logging.WARNING, client=self.client, trace_id=self.trace_id)
+            self.conn.send(replies.PREGREET.render())
+            self.conn.close(linger=1.0)
+            return
+        self.conn.send(self.machine.greeting().render(enhanced=False))
+        limit = self.config.limits.line_length
+        while True:
+            line, overflow = self.conn.read_line(limit, timeouts.command)
+            if overflow:
+                step = self.machine.line_too_long()
+            elif not line.endswith(b"\r\n"):
+                step = self.machine.bare_lf()
+            else:
+                self._trace(line)
+                step = self.machine.handle(line[:-2])
+            if not self._perform(step):
+                return
+
+    def _trace(self, line: bytes) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        if self.machine.in_auth_exchange or line[:5].upper() == b"AUTH ":
+            shown = line[:10].decode("ascii", "replace").split(" ")[0] + " <hidden>"
+        else:
+            shown = line[:200].decode("utf-8", "replace").rstrip("\r\n")
+        event(log, "command", level=logging.DEBUG, client=self.client, line=shown, trace_id=self.trace_id)
+
+    def _perform(self, step: Step) -> bool:
+        """Send the step's replies and run its action; False when the session is over."""
+        if step.delay:
+            self.conn.flush()
+            gevent.sleep(step.delay)
+        for reply in step.replies:
+            self.conn.send(reply.render(enhanced=bool(reply.status)))
+        action = step.action
+        if action is Action.NONE:
+            return True
+        if action is Action.CLOSE:
+            self.conn.close(linger=1.0)
+            return False
+        if action is Action.STARTTLS:
+            self._start_tls()
+            return True
+        if action is Action.CHECK_AUTH:
+            assert step.credentials is not None
+            return self._perform(self._check_auth(*step.credentials))
+        if action is Action.READ_DATA:
+            return self._perform(self._read_data())
+        if action is Action.ENQUEUE:
+            return self._perform(self._enqueue())
+        raise AssertionError(f"unknown action {action}")
+
+    def _start_tls(self) -> None:
+        dropped = self.conn.discard_input()
+        if dropped:
+            # Commands pipelined after STARTTLS were sent in clear and may
+            # have been injected by a man in the middle (CVE-2011-0411).
+            event(
+                log,
+                "starttls_injection",
+                level=logging.WARNING,
+                client=self.client,
+                dropped_bytes=dropped,
+                trace_id=self.trace_id,
+            )
+        assert self.server.tls_context is not None
+        self.conn.start_tls(self.server.tls_context, self.config.timeouts.tls_handshake)
+        self.machine.tls_started()
+        event(
+            log,
+            "tls",
+            client=self.client,
+            version=self.conn.tls_version,
+            cipher=self.conn.tls_cipher,
+            trace_id=self.trace_id,
+        )
+
+    def _check_auth(self, user: str, password: str) -> Step:
+        users = self.server.users
+        assert users is not None
+        try:
+            ok = gevent.get_hub().threadpool.spawn(users.verify, user, password).get()
+        except UsersFileError as exc:
+            log.error("AUTH unavailable: %s", exc)
+            return self.machine.auth_unavailable()
+        event(
+            log,
+            "auth",
+            level=logging.INFO if ok else logging.WARNING,
+            client=self.client,
+            user=user,
+            result="success" if ok else "failure",
+            trace_id=self.trace_id,
+        )
+        return self.machine.auth_result(ok)
+
+    def _read_data(self) -> Step:
+        limits = self.config.limits
+        reader = DataReader(limits.max_message_size, limits.text_line_length, limits.max_received_headers)
+        # Read a little more than a legal line, so an over-long one is seen as such.
+        buffer_limit = limits.text_line_length + 2
+        while True:
+            line, overflow = self.conn.read_line(buffer_limit, self.config.timeouts.data)
+            if reader.feed(line, overflow):
+                break
+        if reader.error is not None:
+            event(
+                log,
+                "data_refused",
+                level=logging.WARNING,
+                client=self.client,
+                reply=reader.error.text,
+                trace_id=self.trace_id,
+            )
+        self._body = bytes(reader.body) if reader.error is None else b""
+        return self.machine.data_end(reader.error, reader.fatal)
+
+    def _enqueue(self) -> Step:
+        envelope = self.machine.envelope
+        assert envelope is not None
+        now = time.time()
+        queue_id = ids.new_id(now)
+        machine = self.machine
+        recipients = envelope.recipients
+        header = stamp.received(
+            helo=machine.helo or "unknown",
+            client_address=self.client,
+            hostname=self.config.hostname,
+            with_=stamp.protocol(
+                machine.esmtp, machine.tls_active, machine.auth_user is not None, envelope.mail.smtputf8
+            ),
+            queue_id=queue_id,
+            tls=f"using {self.conn.tls_version} with cipher {self.conn.tls_cipher}" if machine.tls_active else None,
+            recipient=recipients[0].address if len(recipients) == 1 else None,
+            now=now,
+        )
+        body = self._body
+        if self.listening.listener.mode != "smtp":
+            header += stamp.submission_headers(body, queue_id, self.config.hostname, now)
+        message = NewMessage(
+            queue_id=queue_id,
+            sender=envelope.sender,
+            body=header + body,
+            recipients=[NewRecipient(r.address, r.domain, r.args.notify, r.args.orcpt) for r in recipients],
+            received_at=now,
+            expires_at=now + self.config.queue.lifetime,
+            client_address=self.client,
+            client_helo=machine.helo or "",
+            listener=self.listening.listener.name,
+            trace_id=self.trace_id,
+            auth_user=machine.auth_user,
+            smtputf8=envelope.mail.smtputf8,
+            body_type=envelope.mail.body,
+            dsn_ret=envelope.mail.ret,
+            dsn_envid=envelope.mail.envid,
+            events=[("received", f"from {machine.helo} [{self.client}] via {self.listening.listener.name}")],
+        )
+        self._body = b""
+        try:
+            self.server.committer.enqueue(message)
+        except StorageFull as exc:
+            event(log, "queue_full", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
+            return machine.queue_failed(replies.INSUFFICIENT_STORAGE)
+        except QueueError as exc:
+            event(log, "queue_error", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
+            return machine.queue_failed(replies.QUEUE_FAILURE)
+        event(
+            log,
+            "queued",
+            queue_id=queue_id,
+            client=self.client,
+            helo=machine.helo,
+            sender=envelope.sender,
+            size=len(message.body),
+            recipients=len(recipients),
+            tls=self.conn.tls_version,
+            auth_user=machine.auth_user,
+            trace_id=self.trace_id,
+        )
+        return machine.queued(queue_id)

@@ -1,0 +1,74 @@
+"""Headers Empath adds to an accepted message: Received, and on submission
+listeners the Date and Message-ID a client left out.
+
+Pure code: the session passes in every fact, including the time.
+"""
+
+import email.utils
+
+_WITH = {
+    (False, False, False): "SMTP",
+    (True, False, False): "ESMTP",
+    (True, True, False): "ESMTPS",
+    (True, False, True): "ESMTPA",
+    (True, True, True): "ESMTPSA",
+}
+
+
+def protocol(esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool) -> str:
+    """The ``with`` keyword of RFC 3848 / RFC 6531 for the Received header."""
+    if smtputf8:
+        return "UTF8SMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+    if not esmtp:
+        return "SMTP"
+    return _WITH[(True, tls, authenticated)]
+
+
+def received(
+    *,
+    helo: str,
+    client_address: str,
+    hostname: str,
+    with_: str,
+    queue_id: str,
+    tls: str | None,
+    recipient: str | None,
+    now: float,
+) -> bytes:
+    """The Received header, folded, ending with CRLF.
+
+    ``recipient`` is given only for single-recipient messages: naming one of
+    several would tell each recipient who else was on the envelope (Bcc).
+    """
+    literal = f"IPv6:{client_address}" if ":" in client_address else client_address
+    lines = [f"Received: from {helo} ([{literal}])", f"\tby {hostname} (Empath) with {with_} id {queue_id}"]
+    if tls:
+        lines.append(f"\t({tls})")
+    date = email.utils.formatdate(now, usegmt=True)
+    lines.append(f"\tfor <{recipient}>; {date}" if recipient else f"\t; {date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def header_names(body: bytes) -> set[str]:
+    """Lower-case names of the fields in the message's header section."""
+    names = set()
+    for line in body.split(b"\r\n"):
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name, colon, _ = line.partition(b":")
+        if colon:
+            names.add(name.strip().decode("ascii", "replace").lower())
+    return names
+
+
+def submission_headers(body: bytes, queue_id: str, hostname: str, now: float) -> bytes:
+    """Date and Message-ID, for whichever the message lacks (RFC 6409 §8)."""
+    present = header_names(body)
+    added = b""
+    if "date" not in present:
+        added += f"Date: {email.utils.formatdate(now, localtime=False)}\r\n".encode()
+    if "message-id" not in present:
+        added += f"Message-ID: <{queue_id}.{int(now)}@{hostname}>\r\n".encode()
+    return added

@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="empath",
+    version="0.1.0",
+    description="A small-office mail transfer agent: relay and MX on one host",
+    python_requires=">=3.11",
+    packages=find_packages(include=["empath", "empath.*"]),
+    install_requires=[
+        "gevent>=24.2",
+        "peewee>=3.17",
+        "tomlkit>=0.12",
+        "dnspython>=2.6",
+        "prometheus-client>=0.20",
+        "rich>=13",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "trustme>=1.1", "ruff>=0.5"],
+    },
+    entry_points={
+        "console_scripts": [
+            "empath = empath.cli:main",
+            "empathctl = empath.ctl:main",
+        ],
+    },
+)
