@@ -1,0 +1,273 @@
+"""Helpers for tests that run a real Empath daemon on loopback.
+
+Everything here talks to loopback only, on ports picked free at run time,
+and waits by polling with a deadline, never by sleeping a fixed time.
+"""
+
+import os
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class Ports:
+    smtp: int
+    submission: int
+    smtps: int
+
+
+@dataclass
+class Daemon:
+    """One empath process with its own data directory and ports."""
+
+    directory: Path
+    certs: "Certs | None" = None
+    sections: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ports = Ports(free_port(), free_port(), free_port())
+        self.data_dir = self.directory / "data"
+        self.config_path = self.directory / "empath.toml"
+        self.log_path = self.directory / "empath.log"
+        self.users_path = self.directory / "users"
+        if not self.users_path.exists():
+            self.users_path.write_text("")
+
+    def config_text(self) -> str:
+        sections = {
+            "server": {
+                "hostname": "mx.test.example",
+                "data_dir": str(self.data_dir),
+                "log_level": "debug",
+                "log_file": str(self.log_path),
+            },
+            "relay": {"local_domains": ["local.test", "example.test"], "trusted_networks": ["127.0.0.2/32"]},
+            "auth": {"users_file": str(self.users_path)},
+            "limits": {"auth_failure_delay": "10ms"},
+            "timeouts": {"shutdown_grace": "5s"},
+            "queue": {"min_free_space": 0},
+        }
+        if self.certs:
+            sections["tls"] = {"certificate": str(self.certs.cert), "key": str(self.certs.key)}
+        for name, values in self.sections.items():
+            if values is None:
+                sections.pop(name, None)
+            else:
+                sections.setdefault(name, {}).update(values)
+        lines = []
+        listeners = [("smtp", self.ports.smtp)]
+        if self.certs:
+            listeners += [("submission", self.ports.submission), ("smtps", self.ports.smtps)]
+        for mode, port in listeners:
+            lines += ["[[listeners]]", f'address = "127.0.0.1:{port}"', f'mode = "{mode}"', ""]
+        for name, values in sections.items():
+            lines.append(f"[{name}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+    def write_config(self) -> Path:
+        self.config_path.write_text(self.config_text())
+        return self.config_path
+
+    def start(self, wait: bool = True) -> "Daemon":
+        self.write_config()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "empath.cli", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        if wait:
+            wait_for(self._started, timeout=20, what="empath to start")
+        return self
+
+    def _started(self) -> bool:
+        if self.proc.poll() is not None:
+            out, err = self.proc.communicate()
+            raise AssertionError(f"empath exited with {self.proc.returncode}: {err.decode()}{out.decode()}")
+        return " started " in self.log()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a power cut of the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    def add_user(self, name: str, password: str) -> None:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "empath.ctl",
+                "--config",
+                str(self.write_config()),
+                "user",
+                "add",
+                name,
+                "--password-stdin",
+            ],
+            input=password + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
+
+    # -- the queue, read straight from the database ------------------------
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        db = sqlite3.connect(f"file:{self.data_dir / 'queue.sqlite3'}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
+    def messages(self) -> list[tuple]:
+        return self.query("SELECT queue_id, sender FROM message ORDER BY received_at")
+
+    def recipients(self, queue_id: str) -> list[str]:
+        return [r[0] for r in self.query("SELECT address FROM recipient WHERE queue_id = ? ORDER BY id", queue_id)]
+
+    def body(self, queue_id: str) -> bytes:
+        return self.query("SELECT data FROM body WHERE queue_id = ?", queue_id)[0][0]
+
+
+@dataclass
+class Certs:
+    ca_pem: Path
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_pem))
+        return ctx
+
+
+def make_certs(directory: Path) -> Certs:
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("mx.test.example", "localhost", "127.0.0.1")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_pem = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert = directory / "cert.pem"
+    key = directory / "key.pem"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    for extra in server.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert), append=True)
+    server.private_key_pem.write_to_path(str(key))
+    return Certs(ca_pem, cert, key)
+
+
+class RawClient:
+    """A byte-exact SMTP client over a plain socket, for what smtplib will not send."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, source: str | None = None):
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed; unread: {self.buf!r}")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def reply(self) -> tuple[int, str]:
+        """One (possibly multi-line) reply as (code, text with lines joined by newlines)."""
+        lines = []
+        while True:
+            line = self.read_line().decode("utf-8", "replace")
+            lines.append(line[4:])
+            if line[3:4] != "-":
+                return int(line[:3]), "\n".join(lines)
+
+    def cmd(self, line: str | bytes) -> tuple[int, str]:
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed the connection (all that it sent is read first)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
