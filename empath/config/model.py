@@ -28,7 +28,7 @@ class Limits:
     max_message_size: int = 52428800
     max_recipients: int = 100  # RFC 5321 §4.5.3.1.8 minimum
     max_connections: int = 100
-    max_connections_per_client: int = 20
+    max_connections_per_client: int = 50  # Postfix smtpd_client_connection_count_limit
     max_errors: int = 20
     max_received_headers: int = 50
     auth_max_failures: int = 3
