@@ -91,8 +91,9 @@ def split_path(text: str) -> tuple[str, str]:
 
 def parse_path(text: str, utf8: bool = False, allow_null: bool = False) -> Path:
     """Parse ``<...>`` (brackets included) into a Path."""
-    if len(text) > MAX_PATH + 2:
-        raise AddressError("path longer than 256 characters")
+    # RFC 5321 §4.5.3.1.3: 256 octets, the angle brackets included.
+    if len(text.encode("utf-8")) > MAX_PATH:
+        raise AddressError("path longer than 256 octets")
     if not (text.startswith("<") and text.endswith(">")):
         raise AddressError("address must be in angle brackets")
     inner = text[1:-1]

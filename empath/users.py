@@ -102,12 +102,13 @@ class Users:
 
     def __init__(self, path: Path):
         self.path = path
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, str] = {}
 
     def _refresh(self) -> None:
         st = self.path.stat()
-        stamp = (st.st_mtime_ns, st.st_size)
+        # write() replaces the file, so the inode changes even when mtime and size do not.
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             self._users = read(self.path)
             self._stamp = stamp

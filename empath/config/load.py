@@ -158,10 +158,10 @@ def _host_port(value: Any) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range")
     try:
-        ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{host!r} must be an IP address") from None
-    return host, port
+    return str(ip), port  # one spelling per address, so duplicates are seen
 
 
 def _limits(r: _Reader, doc: dict) -> Limits:
@@ -183,11 +183,29 @@ def _limits(r: _Reader, doc: dict) -> Limits:
     return Limits(**kwargs)
 
 
-def _durations(r: _Reader, doc: dict, name: str, cls: type) -> Any:
-    t = r.table(doc, name, {f.name for f in fields(cls)})
-    d = cls()
-    return cls(
-        **{f.name: r.get(t, f.name, getattr(d, f.name), values.duration, f"{name}.{f.name}") for f in fields(cls)}
+def _positive_duration(value: Any) -> float:
+    seconds = values.duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+def _timeouts(r: _Reader, doc: dict) -> Timeouts:
+    t = r.table(doc, "timeouts", {f.name for f in fields(Timeouts)})
+    d = Timeouts()
+    # Only the pauses may be zero; a zero read timeout would drop every client.
+    may_be_zero = {"greet_pause", "shutdown_grace"}
+    return Timeouts(
+        **{
+            f.name: r.get(
+                t,
+                f.name,
+                getattr(d, f.name),
+                values.duration if f.name in may_be_zero else _positive_duration,
+                f"timeouts.{f.name}",
+            )
+            for f in fields(Timeouts)
+        }
     )
 
 
@@ -204,7 +222,8 @@ def _queue(r: _Reader, doc: dict) -> QueueSettings:
     )
 
 
-def _listeners(r: _Reader, doc: dict) -> tuple[Listener, ...]:
+def _listeners(r: _Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
+    """The valid listeners, each with its index among the [[listeners]] tables."""
     raw = _plain(doc.get("listeners", []))
     if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
         r.problem("listeners", "must be an array of tables: [[listeners]]")
@@ -226,8 +245,8 @@ def _listeners(r: _Reader, doc: dict) -> tuple[Listener, ...]:
         if host_port in seen:
             r.problem(f"{where}.address", "the same address is listed twice")
         seen.add(host_port)
-        result.append(Listener(host_port[0], host_port[1], mode))
-    if not result and not r.problems:
+        result.append((i, Listener(host_port[0], host_port[1], mode)))
+    if not raw:
         r.problem("listeners", "at least one [[listeners]] entry is required")
     return tuple(result)
 
@@ -274,8 +293,9 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
     auth = r.table(doc, "auth", {"users_file"})
     users_file = r.get(auth, "users_file", None, path, "auth.users_file")
 
-    listeners = _listeners(r, doc)
-    for i, listener in enumerate(listeners):
+    numbered = _listeners(r, doc)  # numbered as in the file, so a problem names the right table
+    listeners = tuple(listener for _, listener in numbered)
+    for i, listener in numbered:
         if listener.mode == "smtps" and cert is None:
             r.problem(f"listeners[{i}].mode", "smtps needs [tls] certificate and key")
         if listener.mode == "submission" and (cert is None or users_file is None):
@@ -297,7 +317,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         tls_key=key,
         users_file=users_file,
         limits=_limits(r, doc),
-        timeouts=_durations(r, doc, "timeouts", Timeouts),
+        timeouts=_timeouts(r, doc),
         queue=_queue(r, doc),
     )
     if r.problems:

@@ -3,6 +3,7 @@
 Pure functions; each raises ValueError with a message meant for an operator.
 """
 
+import math
 import re
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -21,6 +22,8 @@ def duration(value: object) -> float:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise ValueError("must be a duration such as 30s, 5m, 4h or 5d")
+    if not math.isfinite(seconds):  # TOML allows nan and inf
+        raise ValueError("must be a finite duration such as 30s, 5m, 4h or 5d")
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds

@@ -121,8 +121,8 @@ def parse_mail(arg: str) -> MailArgs:
         if not value.isdigit() or len(value) > 20:
             raise CommandError(replies.BAD_PARAMETER.with_text("SIZE needs a number"))
         size = int(value)
-    body = (params.get("BODY") or "7BIT").upper()
-    if "BODY" in params and body not in ("7BIT", "8BITMIME"):
+    body = (params["BODY"] or "").upper() if "BODY" in params else "7BIT"
+    if body not in ("7BIT", "8BITMIME"):
         raise CommandError(replies.BAD_PARAMETER.with_text("BODY must be 7BIT or 8BITMIME"))
     ret = params.get("RET")
     if "RET" in params:
