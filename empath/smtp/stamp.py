@@ -5,6 +5,11 @@ Pure code: the session passes in every fact, including the time.
 """
 
 import email.utils
+import re
+
+# What may appear of the client's HELO in our Received header; anything else
+# (parentheses, semicolons, non-ASCII) could forge comments or clauses.
+_UNSAFE_HELO = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 
 _WITH = {
     (False, False, False): "SMTP",
@@ -41,7 +46,7 @@ def received(
     several would tell each recipient who else was on the envelope (Bcc).
     """
     literal = f"IPv6:{client_address}" if ":" in client_address else client_address
-    lines = [f"Received: from {helo} ([{literal}])", f"\tby {hostname} (Empath) with {with_} id {queue_id}"]
+    lines = [f"Received: from {_UNSAFE_HELO.sub('?', helo)} ([{literal}])", f"\tby {hostname} (Empath) with {with_} id {queue_id}"]
     if tls:
         lines.append(f"\t({tls})")
     date = email.utils.formatdate(now, usegmt=True)

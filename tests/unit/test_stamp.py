@@ -120,3 +120,18 @@ def test_submission_headers_values():
 def test_header_names():
     body = b"From: a@b\r\nSubject: long\r\n  folded: not a field\r\nX-Thing:1\r\n\r\nBody: no\r\n"
     assert header_names(body) == {"from", "subject", "x-thing"}
+
+
+def test_received_header_neutralises_helo_that_would_forge_clauses():
+    header = received(
+        helo="evil (by trusted.example); x",
+        client_address="192.0.2.1",
+        hostname="mx.test",
+        with_="ESMTP",
+        queue_id="Q",
+        tls=None,
+        recipient=None,
+        now=0,
+    )
+    first = header.split(b"\r\n")[0]
+    assert first == b"Received: from evil??by?trusted.example???x ([192.0.2.1])"
