@@ -127,11 +127,20 @@ class Daemon:
         if self.proc.poll() is not None:
             out, err = self.proc.communicate()
             raise AssertionError(f"empath exited with {self.proc.returncode}: {err.decode()}{out.decode()}")
-        return " started " in self.log()
+        return " started " in self.log_since_start()
 
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_since_start(self) -> str:
+        """The log written by the current process only (after the last start())."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
 
@@ -271,3 +280,34 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+    def starttls(self, context: ssl.SSLContext, server_hostname: str = "mx.test.example") -> None:
+        """Do the TLS handshake after the server's 220 to STARTTLS.
+
+        Fails if the server sent anything in clear after that 220: such bytes
+        would be answers to commands injected before the handshake.
+        """
+        if self.buf:
+            raise AssertionError(f"clear-text bytes after the STARTTLS reply: {self.buf!r}")
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+
+    def __enter__(self) -> "RawClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def raw_reply(reply) -> tuple[int, str]:
+    """A named reply (empath.smtp.replies) as RawClient.reply() returns it."""
+    return reply.code, f"{reply.status} {reply.text}" if reply.status else reply.text
+
+
+def lib_reply(reply) -> tuple[int, bytes]:
+    """A named reply as smtplib returns it (and puts in SMTPResponseException)."""
+    return reply.code, raw_reply(reply)[1].encode()
+
+
+def code_status(got: tuple[int, str]) -> tuple[int, str]:
+    """(code, enhanced status) of a RawClient reply, to compare with a named reply whose text varies."""
+    return got[0], got[1].split(" ", 1)[0]

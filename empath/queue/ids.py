@@ -19,7 +19,3 @@ def new_id(now: float | None = None) -> str:
     """Ten characters of milliseconds since the epoch, then six random ones."""
     millis = int((time.time() if now is None else now) * 1000)
     return _encode(millis, 10) + _encode(secrets.randbits(30), 6)
-
-
-def looks_like_id(text: str) -> bool:
-    return len(text) == 16 and all(ch in _ALPHABET for ch in text)

@@ -23,6 +23,7 @@ import gevent.event
 import gevent.threadpool
 import peewee
 
+from empath import threads
 from empath.queue import models
 from empath.queue.models import QUEUED, Body, Event, Message, Recipient, SchemaInfo
 
@@ -137,11 +138,16 @@ def free_space(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _classify(exc: Exception) -> QueueError:
-    text = str(exc).lower()
-    full = "full" in text or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
-    if full:
-        return StorageFull(str(exc))
+def _classify(exc: BaseException) -> QueueError:
+    # On SQLITE_FULL (and some I/O errors) SQLite rolls the transaction back
+    # itself; the ROLLBACK that follows then fails with "no transaction is
+    # active" and hides the real cause, which is left in __context__.
+    cause: BaseException | None = exc
+    while cause is not None:
+        text = str(cause).lower()
+        if "full" in text or (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)):
+            return StorageFull(str(cause))
+        cause = cause.__context__
     return QueueError(str(exc))
 
 
@@ -166,8 +172,8 @@ class Store:
         self._pool.kill()
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` on the database thread; the calling greenlet waits, the hub does not."""
-        return self._pool.spawn(fn, *args).get()
+        """Run ``fn`` on the database thread (see threads.call)."""
+        return threads.call(self._pool, fn, *args)
 
     def _clear_leases(self) -> None:
         Recipient.update(lease_owner=None, lease_until=None).where(Recipient.lease_owner.is_null(False)).execute()

@@ -17,8 +17,10 @@ class ConnectionClosed(Exception):
 
 
 class Connection:
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, write_timeout: float):
         self.sock = sock
+        # A client that stops reading our replies must not hold its session open for ever.
+        self.write_timeout = write_timeout
         self._in = bytearray()
         self._out: list[bytes] = []
         self.tls_version: str | None = None
@@ -31,7 +33,8 @@ class Connection:
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
-            self.sock.sendall(data)
+            with gevent.Timeout(self.write_timeout):
+                self.sock.sendall(data)
 
     def _fill(self, timeout: float) -> None:
         self.flush()
@@ -90,8 +93,8 @@ class Connection:
 
     def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
         self.flush()
-        tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
         with gevent.Timeout(timeout):
+            tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
             tls.do_handshake()
         self.sock = tls
         self.tls_version = tls.version()
@@ -101,6 +104,8 @@ class Connection:
     def close(self, linger: float = 0.0) -> None:
         """Flush and close. With ``linger``, read and drop what the client still
         sends for a moment first, so our last reply is not lost to a reset."""
+        # Saying goodbye to a client that does not read must not take long.
+        self.write_timeout = min(self.write_timeout, 5.0)
         try:
             self.flush()
             if linger:
@@ -108,7 +113,7 @@ class Connection:
                 with gevent.Timeout(linger, False):
                     while self.sock.recv(RECV_SIZE):
                         pass
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError, gevent.Timeout):
             pass
         finally:
             self.sock.close()

@@ -33,7 +33,10 @@ class DataReader:
         ``overflow`` says the line was longer than the reader's buffer and only
         its start (and its real ending) is given.
         """
-        if not line.endswith(CRLF) or b"\r" in line[:-2] or b"\n" in line[:-1]:
+        head = line[:-2]
+        if overflow and head.endswith(b"\r"):
+            head = head[:-1]  # the cut fell between the CR and LF of the line's own CRLF
+        if not line.endswith(CRLF) or b"\r" in head or b"\n" in line[:-1]:
             self.error, self.fatal, self.done = replies.BARE_NEWLINE, True, True
             return True
         if line == b".\r\n":

@@ -75,6 +75,7 @@ class Recipient:
 class Envelope:
     mail: MailArgs
     recipients: list[Recipient] = field(default_factory=list)
+    rcpt_tried: bool = False
 
     @property
     def sender(self) -> str:
@@ -145,9 +146,11 @@ class Machine:
             return self._fail(exc.reply)
 
     def line_too_long(self) -> Step:
+        self._auth = None  # a refused line ends an AUTH exchange, or the next command would be read as a response
         return self._fail(replies.LINE_TOO_LONG)
 
     def bare_lf(self) -> Step:
+        self._auth = None
         return self._fail(replies.BARE_LF_IN_COMMAND)
 
     def tls_started(self) -> None:
@@ -362,6 +365,7 @@ class Machine:
     def _cmd_rcpt(self, arg: str) -> Step:
         if self.envelope is None:
             return self._fail(replies.NEED_MAIL)
+        self.envelope.rcpt_tried = True
         rcpt = parse_rcpt(arg, utf8=self.envelope.mail.smtputf8)
         if not self.esmtp and rcpt.has_params:
             return self._fail(replies.BAD_PARAMETER.with_text("Parameters need EHLO"))
@@ -387,7 +391,8 @@ class Machine:
         if self.envelope is None:
             return self._fail(replies.NEED_MAIL)
         if not self.envelope.recipients:
-            return self._fail(replies.NO_VALID_RECIPIENTS)
+            # RFC 2920 §3.1: 554 once RCPTs were refused, 503 when none was tried.
+            return self._fail(replies.NO_VALID_RECIPIENTS if self.envelope.rcpt_tried else replies.NEED_RCPT)
         self.state = State.DATA
         return Step((replies.START_DATA,), Action.READ_DATA)
 

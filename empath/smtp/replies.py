@@ -33,10 +33,6 @@ class Reply:
     def render(self, enhanced: bool = True) -> bytes:
         return "".join(line + "\r\n" for line in self.lines(enhanced)).encode("utf-8")
 
-    @property
-    def is_error(self) -> bool:
-        return self.code >= 400
-
 
 # Connection
 GREETING = Reply(220, "", "{hostname} ESMTP Empath")
@@ -45,12 +41,12 @@ SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 TOO_MANY_FROM_CLIENT = Reply(421, "4.7.0", "Too many connections from your address, try again later")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error, closing connection; try again later")
 TIMEOUT = Reply(421, "4.4.2", "Timeout waiting for input, closing connection")
 PREGREET = Reply(554, "5.5.1", "Talking before the greeting is not allowed")
 NOT_SMTP = Reply(521, "5.5.1", "This is an SMTP server, not an HTTP proxy or web server")
 
 # Generic command replies
-OK = Reply(250, "2.0.0", "OK")
 RESET = Reply(250, "2.0.0", "Reset OK")
 NOOP = Reply(250, "2.0.0", "OK")
 HELLO = Reply(250, "", "{hostname} Hello {helo}")
@@ -78,7 +74,6 @@ NESTED_MAIL = Reply(503, "5.5.1", "Sender already given")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 BAD_PARAMETER = Reply(555, "5.5.4", "Unsupported or malformed parameter")
 NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8")
-NEED_8BITMIME = Reply(554, "5.6.7", "Body type needs 8BITMIME")
 
 # Policy
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
@@ -89,7 +84,7 @@ MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops (Received headers), mail loop?")
 DATA_LINE_TOO_LONG = Reply(550, "5.6.0", "Message has a line longer than {limit} octets")
 BARE_NEWLINE = Reply(521, "5.5.2", "Bare <CR> or <LF> in message data, closing connection")
-NUL_IN_DATA = Reply(521, "5.6.0", "NUL byte in message data, closing connection")
+NUL_IN_DATA = Reply(554, "5.6.0", "NUL byte in message data")
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 QUEUE_FAILURE = Reply(451, "4.3.0", "Temporary failure queueing the message, try again later")
 

@@ -102,7 +102,7 @@ class SmtpServer:
     def _accept(self, listening: Listening, sock: socket.socket, address: tuple) -> None:
         """Runs in the connection's own greenlet (StreamServer spawns it)."""
         client = address[0]
-        conn = Connection(sock)
+        conn = Connection(sock, self.config.timeouts.command)
         limits = self.config.limits
         refusal = None
         if not self.accepting:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
+from empath import threads
 from empath.log import event
 from empath.queue import ids
 from empath.queue.store import NewMessage, NewRecipient, QueueError, StorageFull
@@ -49,10 +50,6 @@ class Session:
             tls_active=False,
         )
 
-    @property
-    def state(self) -> str:
-        return self.machine.state.value
-
     def run(self) -> None:
         event(log, "connect", client=self.client, listener=self.listening.listener.name, trace_id=self.trace_id)
         outcome = "closed"
@@ -62,27 +59,19 @@ class Session:
             outcome = "client hung up"
         except gevent.Timeout:
             outcome = "timeout"
-            self._send_and_close(replies.TIMEOUT)
+            self.conn.send(replies.TIMEOUT.render())  # the close below flushes it
         except Shutdown:
             outcome = "shutdown"
-            self._send_and_close(replies.SHUTTING_DOWN)
+            self.conn.send(replies.SHUTTING_DOWN.render())
         except (OSError, ssl.SSLError) as exc:
             outcome = f"connection error: {exc}"
         except Exception:  # a bug must end this session only, with a reply, never a traceback to the client
             log.exception("session failed unexpectedly (client %s, trace %s)", self.client, self.trace_id)
             outcome = "internal error"
-            self._send_and_close(replies.QUEUE_FAILURE.with_text("Internal error, try again later"))
+            self.conn.send(replies.INTERNAL_ERROR.render())
         finally:
             self.conn.close()
             event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
-
-    def _send_and_close(self, reply: replies.Reply) -> None:
-        try:
-            with gevent.Timeout(5):
-                self.conn.send(reply.render())
-                self.conn.flush()
-        except (OSError, ssl.SSLError, gevent.Timeout):
-            pass
 
     def _serve(self) -> None:
         timeouts = self.config.timeouts
@@ -110,8 +99,11 @@ class Session:
     def _trace(self, line: bytes) -> None:
         if not log.isEnabledFor(logging.DEBUG):
             return
-        if self.machine.in_auth_exchange or line[:5].upper() == b"AUTH ":
-            shown = line[:10].decode("ascii", "replace").split(" ")[0] + " <hidden>"
+        if self.machine.in_auth_exchange:
+            # A SASL response: even its first characters are base64 of a password.
+            shown = "<hidden>"
+        elif line[:5].upper() == b"AUTH ":
+            shown = "AUTH <hidden>"
         else:
             shown = line[:200].decode("utf-8", "replace").rstrip("\r\n")
         event(log, "command", level=logging.DEBUG, client=self.client, line=shown, trace_id=self.trace_id)
@@ -170,7 +162,8 @@ class Session:
         users = self.server.users
         assert users is not None
         try:
-            ok = gevent.get_hub().threadpool.spawn(users.verify, user, password).get()
+            # scrypt takes tens of milliseconds of CPU: keep it off the hub.
+            ok = threads.call(gevent.get_hub().threadpool, users.verify, user, password)
         except UsersFileError as exc:
             log.error("AUTH unavailable: %s", exc)
             return self.machine.auth_unavailable()

@@ -46,7 +46,10 @@ def received(
     several would tell each recipient who else was on the envelope (Bcc).
     """
     literal = f"IPv6:{client_address}" if ":" in client_address else client_address
-    lines = [f"Received: from {_UNSAFE_HELO.sub('?', helo)} ([{literal}])", f"\tby {hostname} (Empath) with {with_} id {queue_id}"]
+    lines = [
+        f"Received: from {_UNSAFE_HELO.sub('?', helo)} ([{literal}])",
+        f"\tby {hostname} (Empath) with {with_} id {queue_id}",
+    ]
     if tls:
         lines.append(f"\t({tls})")
     date = email.utils.formatdate(now, usegmt=True)

@@ -147,8 +147,8 @@ def test_data_without_mail_or_rcpt():
     m = ready(make())
     assert_reply(say(m, "DATA"), replies.NEED_MAIL)
     assert_reply(say(m, "MAIL FROM:<a@b.example>"), replies.SENDER_OK)
-    assert_reply(say(m, "DATA"), replies.NO_VALID_RECIPIENTS)
-    assert replies.NO_VALID_RECIPIENTS.code == 554
+    assert_reply(say(m, "DATA"), replies.NEED_RCPT)  # no RCPT tried: a sequence error (RFC 2920 §3.1)
+    assert replies.NEED_RCPT.code == 503
     assert m.state is State.MAIL  # the transaction goes on
 
 
