@@ -66,6 +66,7 @@ class Daemon:
     def __post_init__(self):
         self.directory.mkdir(parents=True, exist_ok=True)
         self.ports = Ports(free_port(), free_port(), free_port())
+        self.dead_port = free_port()  # nothing listens here, TCP or UDP
         self.data_dir = self.directory / "data"
         self.config_path = self.directory / "empath.toml"
         self.log_path = self.directory / "empath.log"
@@ -86,6 +87,13 @@ class Daemon:
             "limits": {"auth_failure_delay": "10ms"},
             "timeouts": {"shutdown_grace": "5s"},
             "queue": {"min_free_space": 0},
+            # Nothing here reaches the internet: DNS goes to a loopback port where
+            # no server answers, and the local domains to a port where no SMTP
+            # server listens, so mail stays queued (deferred) unless a test
+            # points delivery at its own DNS server and peers.
+            "delivery": {"nameservers": [f"127.0.0.1:{self.dead_port}"], "dns_timeout": "500ms"},
+            'domains."local.test"': {"route": [f"127.0.0.1:{self.dead_port}"]},
+            'domains."example.test"': {"route": [f"127.0.0.1:{self.dead_port}"]},
         }
         if self.certs:
             sections["tls"] = {"certificate": str(self.certs.cert), "key": str(self.certs.key)}

@@ -18,12 +18,39 @@ import tomlkit.exceptions
 
 from empath.addresses import AddressError, parse_domain
 from empath.config import values
-from empath.config.model import MODES, Config, Limits, Listener, QueueSettings, Timeouts
+from empath.config.model import (
+    MODES,
+    TLS_POLICIES,
+    Config,
+    Delivery,
+    DomainPolicy,
+    Limits,
+    Listener,
+    NextHop,
+    QueueSettings,
+    Smarthost,
+    Timeouts,
+)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 # Safe by default: only this host may relay without logging in.
 DEFAULT_TRUSTED = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+
+SECTIONS = (
+    "server",
+    "listeners",
+    "relay",
+    "tls",
+    "auth",
+    "limits",
+    "timeouts",
+    "queue",
+    "delivery",
+    "smarthost",
+    "domains",
+)
 
 
 class ConfigError(Exception):
@@ -251,12 +278,182 @@ def _listeners(r: _Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
     return tuple(result)
 
 
+def _next_hop(default_port: int) -> Callable[[Any], NextHop]:
+    """``host``, ``host:port``, ``192.0.2.1:25`` or ``[2001:db8::1]:25``."""
+
+    def convert(value: Any) -> NextHop:
+        text = _string(value)
+        m = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+))(?::(\d{1,5}))?$", text)
+        if not m:
+            raise ValueError(f"{text!r} must be host or host:port, such as mail.example.org:25 or [2001:db8::1]:25")
+        host = m.group(1) or m.group(2)
+        port = int(m.group(3)) if m.group(3) else default_port
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            host = _domain(host)
+        return NextHop(host, port)
+
+    return convert
+
+
+def _hops(default_port: int) -> Callable[[Any], tuple[NextHop, ...]]:
+    def convert(value: Any) -> tuple[NextHop, ...]:
+        hops = tuple(_next_hop(default_port)(v) for v in _string_list(value))
+        if not hops:
+            raise ValueError("must list at least one host")
+        return hops
+
+    return convert
+
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|m|h)$")
+
+
+def _rate(value: Any) -> float:
+    """Messages per second from ``0`` (no limit), ``"10/s"``, ``"60/m"`` or ``"1000/h"``."""
+    if value == 0:
+        return 0.0
+    m = _RATE.match(value.strip()) if isinstance(value, str) else None
+    if not m:
+        raise ValueError("must be 0 (no limit) or a rate such as 10/s, 60/m or 1000/h")
+    return float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+_POLICY_KEYS = {"tls", "concurrency", "rate", "breaker_failures", "breaker_cooldown"}
+
+
+def _policy(r: _Reader, table: dict, where: str, base: DomainPolicy) -> DomainPolicy:
+    return DomainPolicy(
+        route=base.route,
+        tls=r.get(table, "tls", base.tls, _choice(TLS_POLICIES), f"{where}.tls"),
+        concurrency=r.get(table, "concurrency", base.concurrency, _integer(1), f"{where}.concurrency"),
+        rate=r.get(table, "rate", base.rate, _rate, f"{where}.rate"),
+        breaker_failures=r.get(
+            table, "breaker_failures", base.breaker_failures, _integer(1), f"{where}.breaker_failures"
+        ),
+        breaker_cooldown=r.get(
+            table, "breaker_cooldown", base.breaker_cooldown, _at_least(values.duration, 1), f"{where}.breaker_cooldown"
+        ),
+    )
+
+
+def _delivery(r: _Reader, doc: dict, path: Callable[[Any], Path]) -> Delivery:
+    d = Delivery()
+    own = {
+        "workers",
+        "port",
+        "nameservers",
+        "dns_timeout",
+        "tls_ca_file",
+        "connect_timeout",
+        "command_timeout",
+        "data_timeout",
+        "retry_first",
+        "retry_max",
+        "delay_warning",
+        "idle_time",
+        "max_messages_per_connection",
+        "max_addresses",
+        "lease_time",
+    }
+    t = r.table(doc, "delivery", own | _POLICY_KEYS)
+
+    def get(key: str, convert: Callable[[Any], Any]) -> Any:
+        return r.get(t, key, getattr(d, key), convert, f"delivery.{key}")
+
+    def nameservers(value: Any) -> tuple[tuple[str, int], ...]:
+        hops = [_next_hop(53)(v) for v in _string_list(value)]
+        for hop in hops:
+            try:
+                ipaddress.ip_address(hop.host)
+            except ValueError:
+                raise ValueError(f"{hop.host!r} must be an IP address") from None
+        return tuple((hop.host, hop.port) for hop in hops)
+
+    positive = _at_least(values.duration, 0.001)
+    delivery = Delivery(
+        workers=get("workers", _integer(1)),
+        port=get("port", _port),
+        nameservers=get("nameservers", nameservers),
+        dns_timeout=get("dns_timeout", positive),
+        tls_ca_file=get("tls_ca_file", path),
+        connect_timeout=get("connect_timeout", positive),
+        command_timeout=get("command_timeout", positive),
+        data_timeout=get("data_timeout", positive),
+        retry_first=get("retry_first", _at_least(values.duration, 1)),
+        retry_max=get("retry_max", _at_least(values.duration, 1)),
+        delay_warning=get("delay_warning", values.duration),
+        idle_time=get("idle_time", values.duration),
+        max_messages_per_connection=get("max_messages_per_connection", _integer(1)),
+        max_addresses=get("max_addresses", _integer(1)),
+        lease_time=get("lease_time", _at_least(values.duration, 60)),
+        defaults=_policy(r, t, "delivery", d.defaults),
+    )
+    if delivery.retry_max < delivery.retry_first:
+        r.problem("delivery.retry_max", "must not be shorter than delivery.retry_first")
+    return delivery
+
+
+def _port(value: Any) -> int:
+    port = _integer(1)(value)
+    if port > 65535:
+        raise ValueError("must be a port number, 1 to 65535")
+    return port
+
+
+def _smarthost(r: _Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Path]) -> Smarthost | None:
+    if "smarthost" not in doc:
+        return None
+    t = r.table(doc, "smarthost", {"hosts", "username", "password_file", "tls"})
+    hosts = r.get(t, "hosts", (), _hops(delivery.port), "smarthost.hosts")
+    if "hosts" not in t:
+        r.problem("smarthost.hosts", "is required: the relay host(s) to send all outbound mail through")
+    username = r.get(t, "username", None, _string, "smarthost.username")
+    password_file = r.get(t, "password_file", None, path, "smarthost.password_file")
+    if (username is None) != (password_file is None):
+        r.problem("smarthost", "username and password_file must be given together")
+    tls = r.get(t, "tls", "required" if username else delivery.defaults.tls, _choice(TLS_POLICIES), "smarthost.tls")
+    if username and tls in ("none", "opportunistic"):
+        r.problem("smarthost.tls", "must be required or verify when a username is set: passwords never go in clear")
+    return Smarthost(hosts, username, password_file, tls)
+
+
+def _domains(r: _Reader, doc: dict, delivery: Delivery) -> dict[str, DomainPolicy]:
+    raw = doc.get("domains", {})
+    if not isinstance(raw, dict):
+        r.problem("domains", 'must be tables such as [domains."example.org"]')
+        return {}
+    result = {}
+    for name, table in raw.items():
+        where = f"domains.{name}"
+        if not isinstance(table, dict):
+            r.problem(where, "must be a table")
+            continue
+        for key in table:
+            if key not in _POLICY_KEYS | {"route"}:
+                r.problem(f"{where}.{key}", "unknown key")
+        try:
+            domain = _domain(name)
+        except ValueError as exc:
+            r.problem(where, str(exc))
+            continue
+        policy = _policy(r, table, where, delivery.defaults)
+        route = r.get(table, "route", (), _hops(delivery.port), f"{where}.route")
+        result[domain] = DomainPolicy(
+            route, policy.tls, policy.concurrency, policy.rate, policy.breaker_failures, policy.breaker_cooldown
+        )
+    return result
+
+
 def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "localhost") -> Config:
     """Turn a parsed document into a Config, or raise ConfigError listing every problem."""
     r = _Reader(text)
     base = config_path.parent
     for key in doc:
-        if key not in ("server", "listeners", "relay", "tls", "auth", "limits", "timeouts", "queue"):
+        if key not in SECTIONS:
             r.problem(key, "unknown section")
 
     def path(value: Any) -> Path:
@@ -303,6 +500,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
                 f"listeners[{i}].mode", "submission needs [tls] and auth.users_file: clients must log in over TLS"
             )
 
+    delivery = _delivery(r, doc, path)
     config = Config(
         path=config_path,
         hostname=hostname,
@@ -319,6 +517,9 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         limits=_limits(r, doc),
         timeouts=_timeouts(r, doc),
         queue=_queue(r, doc),
+        delivery=delivery,
+        smarthost=_smarthost(r, doc, delivery, path),
+        domains=_domains(r, doc, delivery),
     )
     if r.problems:
         raise ConfigError(r.problems)
@@ -340,7 +541,28 @@ def check_files(config: Config) -> list[str]:
         )
     if config.log_file is not None and not config.log_file.parent.is_dir():
         problems.append(f"server.log_file: directory {config.log_file.parent} does not exist")
+    if config.smarthost is not None and config.smarthost.password_file is not None:
+        try:
+            read_password(config.smarthost.password_file)
+        except ValueError as exc:
+            problems.append(f"smarthost.password_file: {exc}")
+    if config.delivery.tls_ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(config.delivery.tls_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"delivery.tls_ca_file: cannot load {config.delivery.tls_ca_file}: {exc}")
     return problems
+
+
+def read_password(path: Path) -> str:
+    """The first line of a password file; ValueError if it cannot be read or is empty."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if not lines or not lines[0]:
+        raise ValueError(f"{path} is empty")
+    return lines[0]
 
 
 def load(path: str | Path) -> Config:

@@ -1,12 +1,64 @@
 """The validated configuration, as plain immutable values."""
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MODES = ("smtp", "submission", "smtps")
+# Outbound TLS: none; opportunistic (STARTTLS when offered, else plain);
+# required (never MAIL or AUTH in clear); verify (required + certificate checked).
+TLS_POLICIES = ("none", "opportunistic", "required", "verify")
+
+
+@dataclass(frozen=True)
+class NextHop:
+    host: str  # a host name, or an IP address
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class DomainPolicy:
+    """How to deliver to one destination: a configured domain, or the defaults."""
+
+    route: tuple[NextHop, ...] = ()  # fixed next hops, tried in order; empty: smarthost or MX
+    tls: str = "opportunistic"
+    concurrency: int = 20  # connections at once
+    rate: float = 0.0  # messages per second; 0: no limit
+    breaker_failures: int = 5  # consecutive connection-level failures that open the breaker
+    breaker_cooldown: float = 300.0  # how long an open breaker defers before one probe
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    hosts: tuple[NextHop, ...]
+    username: str | None = None
+    password_file: Path | None = None
+    tls: str = "opportunistic"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    workers: int = 20
+    port: int = 25  # the SMTP port of MX hosts
+    nameservers: tuple[tuple[str, int], ...] = ()  # empty: /etc/resolv.conf
+    dns_timeout: float = 10.0
+    tls_ca_file: Path | None = None  # CAs for tls = "verify"; default: the system's
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2: greeting, MAIL, RCPT
+    data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: the reply to the final dot
+    retry_first: float = 300.0
+    retry_max: float = 14400.0
+    delay_warning: float = 14400.0  # 0: never
+    idle_time: float = 5.0  # keep an idle connection this long for reuse
+    max_messages_per_connection: int = 100
+    max_addresses: int = 5  # addresses tried per attempt
+    lease_time: float = 1800.0  # longer than any attempt can take
+    defaults: DomainPolicy = DomainPolicy()
 
 
 @dataclass(frozen=True)
@@ -69,6 +121,12 @@ class Config:
     limits: Limits
     timeouts: Timeouts
     queue: QueueSettings
+    delivery: Delivery = Delivery()
+    smarthost: Smarthost | None = None
+    domains: dict[str, DomainPolicy] = field(default_factory=dict)  # by A-label domain
+
+    def domain_policy(self, domain: str) -> DomainPolicy:
+        return self.domains.get(domain, self.delivery.defaults)
 
     @property
     def tls_enabled(self) -> bool:

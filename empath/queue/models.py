@@ -18,6 +18,12 @@ DELIVERED = "delivered"
 BOUNCED = "bounced"
 HELD = "held"
 STATES = (QUEUED, DEFERRED, DELIVERED, BOUNCED, HELD)
+PENDING = (QUEUED, DEFERRED)  # states the scheduler claims from
+
+# Message kinds: what to do when one cannot be delivered.
+MAIL = "mail"  # ordinary mail: failures are reported to the sender
+DSN = "dsn"  # a report we made: its failure goes to the postmaster
+POSTMASTER = "postmaster"  # a report to the postmaster: its failure is only logged
 
 
 class BaseModel(peewee.Model):
@@ -46,6 +52,7 @@ class Message(BaseModel):
     dsn_ret = peewee.TextField(null=True)
     dsn_envid = peewee.TextField(null=True)
     held = peewee.BooleanField(default=False)
+    kind = peewee.TextField(default=MAIL)
 
 
 class Body(BaseModel):
@@ -60,7 +67,11 @@ class Recipient(BaseModel):
     state = peewee.TextField(default=QUEUED)
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.FloatField()
-    last_reply = peewee.TextField(null=True)
+    last_reply = peewee.TextField(null=True)  # the remote's reply, or what went wrong
+    last_status = peewee.TextField(null=True)  # its enhanced status code
+    remote_mta = peewee.TextField(null=True)  # the host that gave it
+    relayed = peewee.BooleanField(default=False)  # delivered to a next hop that took no DSN parameters
+    notified = peewee.TextField(null=True)  # the last DSN action reported to the sender: delayed, failed, relayed
     dsn_notify = peewee.TextField(null=True)  # comma-separated NOTIFY values
     dsn_orcpt = peewee.TextField(null=True)
     lease_owner = peewee.TextField(null=True)

@@ -77,6 +77,7 @@ class NewMessage:
     dsn_ret: str | None = None
     dsn_envid: str | None = None
     events: list[tuple[str, str]] = field(default_factory=list)
+    kind: str = models.MAIL
 
 
 def connect(path: Path, max_size: int = 0, readonly: bool = False) -> peewee.SqliteDatabase:
@@ -139,6 +140,8 @@ def free_space(path: Path) -> int:
 
 
 def _classify(exc: BaseException) -> QueueError:
+    if isinstance(exc, QueueError):
+        return exc
     # On SQLITE_FULL (and some I/O errors) SQLite rolls the transaction back
     # itself; the ROLLBACK that follows then fails with "no transaction is
     # active" and hides the real cause, which is left in __context__.
@@ -176,20 +179,40 @@ class Store:
         return threads.call(self._pool, fn, *args)
 
     def _clear_leases(self) -> None:
-        Recipient.update(lease_owner=None, lease_until=None).where(Recipient.lease_owner.is_null(False)).execute()
+        """A lease held when the last daemon stopped is void: that work is due now."""
+        Recipient.update(lease_owner=None, lease_until=None, next_attempt_at=time.time()).where(
+            Recipient.lease_owner.is_null(False)
+        ).execute()
 
-    def write_batch(self, batch: list[NewMessage]) -> None:
-        """Insert every message of the batch in one transaction (runs on the database thread)."""
+    def write_batch(self, batch: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
+        """Run every write of the batch in one transaction (on the database thread).
+
+        Each write runs in a savepoint of its own, so one that fails leaves
+        the others to commit. Returns (ok, value or exception) per write.
+        Raises QueueError if the transaction as a whole did not commit.
+        """
         assert self.db is not None
+        outcomes: list[tuple[bool, Any]] = []
         try:
             with self.db.atomic():
-                for msg in batch:
-                    _insert(msg)
+                for fn, args in batch:
+                    try:
+                        with self.db.atomic():
+                            outcomes.append((True, fn(*args)))
+                    except Exception as exc:  # noqa: BLE001 - handed to that write's caller
+                        # SQLite itself may have rolled the whole transaction back (on
+                        # SQLITE_FULL, say): then nothing of the batch stands, and the
+                        # next statement must not run outside a transaction. Ask the
+                        # connection, not peewee, which only counts its own blocks.
+                        if not self.db.connection().in_transaction:
+                            raise
+                        outcomes.append((False, _classify(exc)))
         except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
             raise _classify(exc) from exc
+        return outcomes
 
 
-def _insert(msg: NewMessage) -> None:
+def insert(msg: NewMessage) -> None:
     Message.insert(
         queue_id=msg.queue_id,
         sender=msg.sender,
@@ -205,6 +228,7 @@ def _insert(msg: NewMessage) -> None:
         body_type=msg.body_type,
         dsn_ret=msg.dsn_ret,
         dsn_envid=msg.dsn_envid,
+        kind=msg.kind,
     ).execute()
     Body.insert(message=msg.queue_id, data=msg.body).execute()
     Recipient.insert_many(
@@ -230,12 +254,14 @@ def _insert(msg: NewMessage) -> None:
 
 
 class GroupCommitter:
-    """Many sessions, one writer: each batch is one transaction and one fsync."""
+    """Many writers, one writer thread: every write pending at once goes into
+    one transaction with one fsync, then everyone who waited is woken."""
 
-    def __init__(self, store: Store, timeout: float):
+    def __init__(self, store: Store, timeout: float, on_commit: Callable[[], None] = lambda: None):
         self.store = store
         self.timeout = timeout
-        self._pending: list[tuple[NewMessage, gevent.event.AsyncResult]] = []
+        self.on_commit = on_commit  # the scheduler's wake-up: new mail is due at once
+        self._pending: list[tuple[Callable[..., Any], tuple, gevent.event.AsyncResult]] = []
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
 
@@ -247,15 +273,20 @@ class GroupCommitter:
             self._greenlet.kill()
             self._greenlet = None
 
-    def enqueue(self, msg: NewMessage) -> None:
-        """Return once ``msg`` is durably committed; raise QueueError if it is not."""
+    def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the next group commit; return its value once it is
+        durable. Raises QueueError if it is not."""
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
-        self._pending.append((msg, result))
+        self._pending.append((fn, args, result))
         self._wake.set()
         try:
-            result.get(timeout=self.timeout)
+            return result.get(timeout=self.timeout)
         except gevent.Timeout:
             raise QueueError(f"the queue did not commit within {self.timeout:g}s") from None
+
+    def enqueue(self, msg: NewMessage) -> None:
+        """Return once ``msg`` is durably committed; raise QueueError if it is not."""
+        self.write(insert, msg)
 
     def _run(self) -> None:
         while True:
@@ -266,17 +297,27 @@ class GroupCommitter:
                 continue
             started = time.monotonic()
             try:
-                self.store.call(self.store.write_batch, [msg for msg, _ in batch])
+                outcomes = self.store.call(self.store.write_batch, [(fn, args) for fn, args, _ in batch])
             except QueueError as exc:
-                log.error("queue write of %d message(s) failed: %s", len(batch), exc)
-                for _, result in batch:
+                log.error("queue write of %d item(s) failed: %s", len(batch), exc)
+                for _, _, result in batch:
                     result.set_exception(exc)
                 continue
-            except Exception as exc:  # a bug must fail these sessions, not stop the writer
-                log.exception("queue write of %d message(s) failed unexpectedly", len(batch))
-                for _, result in batch:
+            except Exception as exc:  # a bug must fail these writers, not stop the writer
+                log.exception("queue write of %d item(s) failed unexpectedly", len(batch))
+                for _, _, result in batch:
                     result.set_exception(QueueError(f"internal error: {exc}"))
                 continue
-            log.debug("committed %d message(s) in %.1f ms", len(batch), (time.monotonic() - started) * 1000)
-            for _, result in batch:
-                result.set(True)
+            messages = sum(1 for fn, _, _ in batch if fn is insert)
+            log.debug(
+                "committed %d message(s) and %d other write(s) in %.1f ms",
+                messages,
+                len(batch) - messages,
+                (time.monotonic() - started) * 1000,
+            )
+            for (_, _, result), (ok, value) in zip(batch, outcomes, strict=True):
+                if ok:
+                    result.set(value)
+                else:
+                    result.set_exception(value)
+            self.on_commit()

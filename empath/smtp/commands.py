@@ -92,6 +92,11 @@ def xtext_decode(value: str) -> str:
     return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
 
 
+def xtext_encode(value: str) -> str:
+    """The inverse of xtext_decode, for passing DSN parameters on."""
+    return "".join(ch if "!" <= ch <= "~" and ch not in "+=" else f"+{ord(ch):02X}" for ch in value)
+
+
 def _path(text: str, utf8: bool, allow_null: bool, bad: Reply) -> addresses.Path:
     try:
         return addresses.parse_path(text, utf8=utf8, allow_null=allow_null)

@@ -282,8 +282,8 @@ def test_ensure_schema_runs_registered_migrations_and_records_the_version(tmp_pa
     assert store.ensure_schema(db) == current
     db.execute_sql(
         "INSERT INTO message (queue_id, sender, size, received_at, expires_at, client_address, client_helo,"
-        " listener, trace_id, smtputf8, body_type, held) VALUES ('Q1', 'a@b.test', 1, 0, 0, '127.0.0.1', 'h',"
-        " 'smtp', 't', 0, '7BIT', 0)"
+        " listener, trace_id, smtputf8, body_type, held, kind) VALUES ('Q1', 'a@b.test', 1, 0, 0, '127.0.0.1',"
+        " 'h', 'smtp', 't', 0, '7BIT', 0, 'mail')"
     )
     db.close()
 

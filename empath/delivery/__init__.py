@@ -1,0 +1,1 @@
+"""Delivery: routing, DNS, the SMTP client, retries and bounces."""

@@ -1,0 +1,379 @@
+"""The SMTP client: one connection to a next hop, in plain blocking code on
+gevent sockets.
+
+Every failure is an SmtpError naming the step that failed (connect, greeting,
+EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, end of data) and carrying the
+remote's reply when there was one, so a deferral or a bounce can say exactly
+what happened.
+"""
+
+import base64
+import re
+import socket
+import ssl
+from dataclasses import dataclass
+
+from empath.delivery import wire
+from empath.smtp.commands import xtext_encode
+
+_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def status(self) -> str:
+        """The enhanced status code the remote gave, or one derived from the reply code."""
+        m = _STATUS.match(self.lines[0]) if self.lines else None
+        if m and m.group(1) == str(self.code)[0]:
+            return f"{m.group(1)}.{m.group(2)}.{m.group(3)}"
+        return f"{self.code // 100}.0.0"
+
+    @property
+    def text(self) -> str:
+        return f"{self.code} " + " ".join(line.strip() for line in self.lines)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+
+class SmtpError(Exception):
+    """A step of the dialogue failed.
+
+    ``elsewhere`` says the message may be tried at the next address: true for
+    anything before the final dot, false after it, when the remote may
+    already have the message (trying again later may deliver twice, never zero
+    times).
+    """
+
+    def __init__(self, step: str, text: str, reply: Reply | None = None, status: str = "4.4.2", elsewhere: bool = True):
+        super().__init__(f"{step}: {text}")
+        self.step = step
+        self.text = text
+        self.reply = reply
+        self.status = reply.status if reply else status
+        self.elsewhere = elsewhere
+
+    @property
+    def permanent(self) -> bool:
+        return self.status.startswith("5")
+
+    @property
+    def diagnostic(self) -> str:
+        return self.reply.text if self.reply else self.text
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 30.0
+    command: float = 300.0
+    data: float = 600.0
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    notify: str | None = None  # as stored: comma-separated
+    orcpt: str | None = None  # as stored: "type;address"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipients: tuple[Recipient, ...]
+    size: int
+    smtputf8: bool = False
+    body_type: str = "7BIT"
+    ret: str | None = None
+    envid: str | None = None
+
+
+MAX_REPLY_LINES = 100
+
+
+class Connection:
+    """An open, greeted, EHLO'd (and maybe TLS and AUTH'd) connection."""
+
+    def __init__(self, sock: socket.socket, host: str, address: str, port: int, timeouts: Timeouts):
+        self.sock = sock
+        self.host = host  # the name we looked up (for logs, Remote-MTA, certificate checks)
+        self.address = address
+        self.port = port
+        self.timeouts = timeouts
+        self.extensions: dict[str, str] = {}
+        self.tls = False
+        self.messages = 0
+        self._file = sock.makefile("rb")
+
+    def __str__(self) -> str:
+        return f"{self.host}[{self.address}]:{self.port}"
+
+    # -- the dialogue --------------------------------------------------------
+
+    def read_reply(self, step: str, timeout: float, elsewhere: bool = True) -> Reply:
+        self.sock.settimeout(timeout)
+        lines = []
+        code = 0
+        try:
+            while True:
+                raw = self._file.readline(1024)
+                if not raw:
+                    raise SmtpError(step, "connection closed by the remote", elsewhere=elsewhere)
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
+                    raise SmtpError(step, f"malformed reply {line[:80]!r}", elsewhere=elsewhere)
+                code = int(line[:3])
+                lines.append(line[4:])
+                if line[3:4] != "-" or len(lines) >= MAX_REPLY_LINES:
+                    break
+        except TimeoutError:
+            raise SmtpError(step, f"timeout after {timeout:g}s waiting for the reply", elsewhere=elsewhere) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise SmtpError(step, f"connection lost: {exc}", elsewhere=elsewhere) from None
+        reply = Reply(code, tuple(lines))
+        if code == 421:
+            # The remote is closing: nothing more will work on this connection.
+            raise SmtpError(step, "the remote is closing the connection", reply, elsewhere=elsewhere)
+        return reply
+
+    def write(self, step: str, data: bytes, timeout: float, elsewhere: bool = True) -> None:
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise SmtpError(step, f"timeout after {timeout:g}s sending", elsewhere=elsewhere) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise SmtpError(step, f"connection lost: {exc}", elsewhere=elsewhere) from None
+
+    def command(self, step: str, line: str) -> Reply:
+        self.write(step, line.encode("utf-8") + b"\r\n", self.timeouts.command)
+        return self.read_reply(step, self.timeouts.command)
+
+    def hello(self, name: str) -> None:
+        reply = self.command("EHLO", f"EHLO {name}")
+        if reply.ok:
+            self.extensions = {}
+            for line in reply.lines[1:]:
+                keyword, _, params = line.partition(" ")
+                self.extensions[keyword.upper()] = params.strip()
+            return
+        reply = self.command("HELO", f"HELO {name}")
+        if not reply.ok:
+            raise SmtpError("HELO", "the remote refused our HELO", reply)
+        self.extensions = {}
+
+    def starttls(self, context: ssl.SSLContext, name: str, helo: str) -> None:
+        reply = self.command("STARTTLS", "STARTTLS")
+        if not reply.ok:
+            raise SmtpError("STARTTLS", "the remote refused STARTTLS", reply)
+        # Anything the remote sent after its 220 was sent in clear: drop it
+        # with the old reader (CVE-2011-0411, from the client side).
+        self._file.close()
+        self.sock.settimeout(self.timeouts.command)
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=name)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsFailed("STARTTLS", f"TLS handshake failed: {exc}") from None
+        self._file = self.sock.makefile("rb")
+        self.tls = True
+        self.hello(helo)
+
+    def auth(self, username: str, password: str) -> None:
+        mechanisms = self.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in mechanisms:
+            blob = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+            reply = self.command("AUTH", f"AUTH PLAIN {blob}")
+        elif "LOGIN" in mechanisms:
+            reply = self.command("AUTH", "AUTH LOGIN")
+            for answer in (username, password):
+                if reply.code != 334:
+                    break
+                reply = self.command("AUTH", base64.b64encode(answer.encode()).decode())
+        else:
+            raise SmtpError("AUTH", "the remote offers neither AUTH PLAIN nor LOGIN", status="4.7.0")
+        if reply.code != 235:
+            raise SmtpError("AUTH", "the remote refused our credentials", reply)
+
+    def send(self, envelope: Envelope, body: bytes) -> dict[str, Reply]:
+        """One transaction; the remote's verdict for each recipient.
+
+        Raises SmtpError when the transaction as a whole failed: refused
+        sender, a refusal at DATA, a lost connection or a 421.
+        """
+        self._check_fits(envelope)
+        dsn = "DSN" in self.extensions
+        mail = f"MAIL FROM:<{envelope.sender}>{self._mail_params(envelope, dsn)}"
+        rcpts = [f"RCPT TO:<{r.address}>{self._rcpt_params(r, dsn)}" for r in envelope.recipients]
+        if "PIPELINING" in self.extensions:
+            lines = [mail, *rcpts, "DATA"]
+            self.write("MAIL", "".join(line + "\r\n" for line in lines).encode("utf-8"), self.timeouts.command)
+            mail_reply = self.read_reply("MAIL", self.timeouts.command)
+            rcpt_replies = [self.read_reply("RCPT", self.timeouts.command) for _ in rcpts]
+            data_reply = self.read_reply("DATA", self.timeouts.command)
+        else:
+            mail_reply = self.command("MAIL", mail)
+            if not mail_reply.ok:
+                raise SmtpError("MAIL", "the remote refused the sender", mail_reply)
+            rcpt_replies = [self.command("RCPT", line) for line in rcpts]
+            if not any(r.ok for r in rcpt_replies):
+                return self._refused_all(envelope, rcpt_replies)
+            data_reply = self.command("DATA", "DATA")
+        if not mail_reply.ok:
+            self._reset_after_refusal(data_reply)
+            raise SmtpError("MAIL", "the remote refused the sender", mail_reply)
+        if not any(r.ok for r in rcpt_replies):
+            self._reset_after_refusal(data_reply)
+            return self._refused_all(envelope, rcpt_replies)
+        if data_reply.code != 354:
+            self._reset_after_refusal(data_reply)
+            raise SmtpError("DATA", "the remote refused DATA", data_reply)
+        self.write("end of data", wire.encode(body), self.timeouts.command)
+        final = self.read_reply("end of data", self.timeouts.data, elsewhere=False)
+        self.messages += 1
+        return {
+            r.address: (final if reply.ok else reply)
+            for r, reply in zip(envelope.recipients, rcpt_replies, strict=True)
+        }
+
+    def reset(self) -> bool:
+        """RSET: is this idle connection still good for another message?"""
+        try:
+            return self.command("RSET", "RSET").ok
+        except SmtpError:
+            return False
+
+    def quit(self) -> None:
+        try:
+            self.write("QUIT", b"QUIT\r\n", 5.0)
+            self.read_reply("QUIT", 5.0)
+        except SmtpError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- helpers -------------------------------------------------------------
+
+    def _check_fits(self, envelope: Envelope) -> None:
+        limit = self.extensions.get("SIZE", "")
+        if limit.isdigit() and int(limit) and envelope.size > int(limit):
+            raise SmtpError(
+                "MAIL",
+                f"the message ({envelope.size} bytes) is larger than the remote accepts ({limit})",
+                status="5.3.4",
+            )
+        if envelope.smtputf8 and "SMTPUTF8" not in self.extensions:
+            # RFC 6531 §3.2: an internationalized message must not be sent to a server without SMTPUTF8.
+            raise SmtpError("MAIL", "the message needs SMTPUTF8, which the remote does not offer", status="5.6.7")
+
+    def _mail_params(self, envelope: Envelope, dsn: bool) -> str:
+        params = []
+        if "SIZE" in self.extensions:
+            params.append(f"SIZE={envelope.size}")
+        if envelope.body_type == "8BITMIME" and "8BITMIME" in self.extensions:
+            params.append("BODY=8BITMIME")
+        if envelope.smtputf8:
+            params.append("SMTPUTF8")
+        if dsn and envelope.ret:
+            params.append(f"RET={envelope.ret}")
+        if dsn and envelope.envid:
+            params.append(f"ENVID={xtext_encode(envelope.envid)}")
+        return "".join(" " + p for p in params)
+
+    @staticmethod
+    def _rcpt_params(recipient: Recipient, dsn: bool) -> str:
+        if not dsn:
+            return ""
+        params = []
+        if recipient.notify:
+            params.append(f"NOTIFY={recipient.notify}")
+        if recipient.orcpt:
+            kind, _, address = recipient.orcpt.partition(";")
+            params.append(f"ORCPT={kind};{xtext_encode(address)}")
+        return "".join(" " + p for p in params)
+
+    def _reset_after_refusal(self, data_reply: Reply) -> None:
+        # A pipelined DATA may have been accepted even though nothing else was:
+        # end it with a lone dot so the remote discards it, then start afresh.
+        if data_reply.code == 354:
+            self.write("DATA", b".\r\n", self.timeouts.command)
+            self.read_reply("DATA", self.timeouts.data)
+        self.reset()
+
+    @staticmethod
+    def _refused_all(envelope: Envelope, replies: list[Reply]) -> dict[str, Reply]:
+        return {r.address: reply for r, reply in zip(envelope.recipients, replies, strict=True)}
+
+
+class TlsFailed(SmtpError):
+    """The TLS handshake failed: with opportunistic TLS, try again in clear."""
+
+
+def open_connection(
+    host: str,
+    address: str,
+    port: int,
+    helo: str,
+    timeouts: Timeouts,
+    tls: str,
+    tls_context: ssl.SSLContext | None,
+    credentials: tuple[str, str] | None = None,
+) -> Connection:
+    """Connect, read the greeting, EHLO, and do STARTTLS and AUTH as the policy asks.
+
+    ``tls`` is none, opportunistic, required or verify; with ``verify`` the
+    context must check the chain and the name ``host``. With opportunistic
+    TLS a failed handshake is followed by a new connection in clear.
+    """
+    try:
+        return _open(host, address, port, helo, timeouts, tls, tls_context, credentials)
+    except TlsFailed:
+        if tls != "opportunistic" or credentials is not None:
+            raise
+        return _open(host, address, port, helo, timeouts, "none", None, None)
+
+
+def _open(
+    host: str,
+    address: str,
+    port: int,
+    helo: str,
+    timeouts: Timeouts,
+    tls: str,
+    tls_context: ssl.SSLContext | None,
+    credentials: tuple[str, str] | None,
+) -> Connection:
+    try:
+        sock = socket.create_connection((address, port), timeout=timeouts.connect)
+    except TimeoutError:
+        raise SmtpError("connect", f"timeout after {timeouts.connect:g}s connecting") from None
+    except OSError as exc:
+        raise SmtpError("connect", f"cannot connect: {exc.strerror or exc}") from None
+    conn = Connection(sock, host, address, port, timeouts)
+    try:
+        greeting = conn.read_reply("greeting", timeouts.command)
+        if greeting.code != 220:
+            raise SmtpError("greeting", "the remote does not accept mail now", greeting)
+        conn.hello(helo)
+        if tls != "none":
+            if "STARTTLS" in conn.extensions and tls_context is not None:
+                conn.starttls(tls_context, host, helo)
+            elif tls != "opportunistic":
+                raise SmtpError("STARTTLS", "TLS is required but the remote does not offer STARTTLS", status="4.7.5")
+        if credentials is not None:
+            if not conn.tls:
+                raise SmtpError("AUTH", "refusing to send credentials without TLS", status="4.7.5")
+            conn.auth(*credentials)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

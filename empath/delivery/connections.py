@@ -1,0 +1,68 @@
+"""Reuse of connections: an idle connection to a next hop is kept for a few
+seconds, and checked with RSET before it carries another message."""
+
+import time
+from collections import Counter, defaultdict
+
+import gevent
+
+from empath.delivery.client import Connection
+
+Key = tuple[str, int, str, str]  # address, port, TLS policy, AUTH user ("" for none)
+
+
+class ConnectionPool:
+    def __init__(self, idle_time: float, max_messages: int):
+        self.idle_time = idle_time
+        self.max_messages = max_messages
+        self._idle: dict[Key, list[tuple[float, Connection]]] = defaultdict(list)
+        self.stats: Counter = Counter()  # reuse_hit, reuse_miss
+        self._sweeper: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._sweeper = gevent.spawn(self._sweep_forever)
+
+    def take(self, key: Key) -> Connection | None:
+        """An idle connection for ``key`` that answered RSET, or None."""
+        idle = self._idle.get(key)
+        while idle:
+            since, conn = idle.pop()
+            if time.monotonic() - since <= self.idle_time and conn.reset():
+                self.stats["reuse_hit"] += 1
+                return conn
+            conn.close()
+        self.stats["reuse_miss"] += 1
+        return None
+
+    def give(self, key: Key, conn: Connection) -> None:
+        if self.idle_time <= 0 or conn.messages >= self.max_messages:
+            conn.quit()
+            return
+        self._idle[key].append((time.monotonic(), conn))
+
+    def close_all(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.kill()
+        for idle in self._idle.values():
+            for _, conn in idle:
+                conn.quit()
+        self._idle.clear()
+
+    def _sweep_forever(self) -> None:
+        while True:
+            gevent.sleep(max(self.idle_time, 1.0))
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """Say goodbye to connections idle longer than idle_time."""
+        for key in list(self._idle):
+            keep = []
+            for since, conn in self._idle[key]:
+                if now - since > self.idle_time:
+                    conn.quit()
+                else:
+                    keep.append((since, conn))
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]

@@ -1,0 +1,211 @@
+"""Deliver one job: the recipients of one message that share a route.
+
+Find the next hop's addresses, try them in order until one takes the
+transaction, and turn every reply into a per-recipient Result. The courier
+decides nothing about time: the retry schedule and the expiry are applied
+by the caller with the clock it is given.
+"""
+
+import ipaddress
+import ssl
+from dataclasses import dataclass
+
+from empath.config import Config
+from empath.config.model import NextHop
+from empath.delivery import client
+from empath.delivery.client import Connection, Envelope, Reply, SmtpError
+from empath.delivery.connections import ConnectionPool
+from empath.delivery.dns import DnsError, Resolver
+from empath.delivery.routing import Route
+from empath.queue.work import Claimed, Loaded
+
+# The steps before a transaction: failing one says nothing about the message.
+CONNECTION_STEPS = ("connect", "greeting", "EHLO", "HELO", "STARTTLS", "AUTH")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    host: str  # the name, for logs, Remote-MTA and certificate checks
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happened to one recipient in one attempt."""
+
+    address: str
+    kind: str  # delivered, deferred, bounced
+    status: str
+    reply: str
+    remote: str | None = None
+    relayed: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdicts: tuple[Verdict, ...]
+    connected: bool | None  # did a host take a session? None: none was tried (for the circuit breaker)
+    relay: str | None  # host[address]:port of the host that took the transaction
+
+
+class Loop(Exception):
+    pass
+
+
+def tls_contexts(ca_file: str | None) -> dict[str, ssl.SSLContext]:
+    """Client contexts by policy. Opportunistic and required encrypt without
+    checking the certificate (as Postfix's 'may' and 'encrypt'); verify checks
+    the chain and the name."""
+    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    unverified.minimum_version = ssl.TLSVersion.TLSv1_2
+    verified = ssl.create_default_context(cafile=ca_file)
+    verified.minimum_version = ssl.TLSVersion.TLSv1_2
+    return {"opportunistic": unverified, "required": unverified, "verify": verified}
+
+
+class Courier:
+    def __init__(
+        self,
+        config: Config,
+        resolver: Resolver,
+        pool: ConnectionPool,
+        credentials: tuple[str, str] | None = None,
+    ):
+        self.config = config
+        self.resolver = resolver
+        self.pool = pool
+        self.credentials = credentials
+        d = config.delivery
+        self.timeouts = client.Timeouts(d.connect_timeout, d.command_timeout, d.data_timeout)
+        self.contexts = tls_contexts(str(d.tls_ca_file) if d.tls_ca_file else None)
+        self.own = {(ln.host, ln.port) for ln in config.listeners}
+
+    def deliver(self, route: Route, message: Loaded, recipients: list[Claimed]) -> Outcome:
+        try:
+            candidates = self.candidates(route)
+        except DnsError as exc:
+            kind = "bounced" if exc.permanent else "deferred"
+            return self._all(recipients, kind, exc.status, f"DNS: {exc.text}", connected=None)
+        except Loop as exc:
+            return self._all(recipients, "bounced", "5.4.6", str(exc), connected=None)
+        envelope = Envelope(
+            sender=message.sender,
+            recipients=tuple(client.Recipient(r.address, r.notify, r.orcpt) for r in recipients),
+            size=len(message.body),
+            smtputf8=message.smtputf8,
+            body_type=message.body_type,
+            ret=message.ret,
+            envid=message.envid,
+        )
+        last: SmtpError | None = None
+        connected = None
+        for candidate in candidates:
+            connected = False
+            try:
+                conn = self._connection(route, candidate)
+            except SmtpError as exc:
+                last = exc
+                continue
+            connected = True
+            try:
+                replies = conn.send(envelope, message.body)
+            except SmtpError as exc:
+                conn.close()
+                last = exc
+                if exc.permanent and exc.step not in CONNECTION_STEPS:
+                    return self._all(recipients, "bounced", exc.status, exc.diagnostic, True, str(conn))
+                if exc.elsewhere:
+                    continue
+                return self._all(recipients, "deferred", exc.status, exc.diagnostic, True, str(conn))
+            self.pool.give(self._key(route, candidate), conn)
+            dsn = "DSN" in conn.extensions
+            return Outcome(tuple(self._verdict(r, replies[r.address], conn, dsn) for r in recipients), True, str(conn))
+        if last is None:
+            return self._all(recipients, "deferred", "4.4.4", "no address to deliver to", connected=None)
+        return self._all(
+            recipients,
+            "deferred",
+            last.status if not last.permanent else "4.4.1",
+            f"{last.step}: {last.diagnostic}",
+            connected,
+        )
+
+    # -- where to -------------------------------------------------------------
+
+    def candidates(self, route: Route) -> list[Candidate]:
+        """Up to max_addresses addresses, in the order to try them."""
+        limit = self.config.delivery.max_addresses
+        out: list[Candidate] = []
+        if route.uses_mx:
+            hops = []
+            for mx in self.resolver.mx(route.domain):
+                if mx.name == self.config.hostname:
+                    # We are an MX for this domain: only better ones may take it (RFC 5321 §5.1).
+                    if not hops:
+                        raise Loop(f"mail for {route.domain} loops back to myself (MX {mx.name})")
+                    break
+                hops.append(NextHop(mx.name, self.config.delivery.port))
+        else:
+            hops = list(route.hops)
+        errors: list[DnsError] = []
+        for hop in hops:
+            try:
+                addresses = self._addresses(hop.host)
+            except DnsError as exc:
+                errors.append(exc)
+                continue
+            for address in addresses:
+                if (address, hop.port) in self.own or ("0.0.0.0", hop.port) in self.own:
+                    if not out:
+                        raise Loop(f"mail for {route.domain} loops back to myself ({hop.host}[{address}]:{hop.port})")
+                    return out
+                out.append(Candidate(hop.host, address, hop.port))
+                if len(out) >= limit:
+                    return out
+        if not out and errors:
+            first = errors[0]
+            raise DnsError(f"no address for any next hop: {first.text}", False, "4.4.3")
+        return out
+
+    def _addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            return self.resolver.addresses(host)
+
+    # -- how ------------------------------------------------------------------
+
+    def _key(self, route: Route, c: Candidate) -> tuple[str, int, str, str]:
+        user = self.credentials[0] if route.smarthost and self.credentials else ""
+        return (c.address, c.port, route.tls, user)
+
+    def _connection(self, route: Route, c: Candidate) -> Connection:
+        conn = self.pool.take(self._key(route, c))
+        if conn is not None:
+            return conn
+        return client.open_connection(
+            c.host,
+            c.address,
+            c.port,
+            self.config.hostname,
+            self.timeouts,
+            route.tls,
+            self.contexts.get(route.tls),
+            self.credentials if route.smarthost else None,
+        )
+
+    @staticmethod
+    def _verdict(r: Claimed, reply: Reply, conn: Connection, dsn: bool) -> Verdict:
+        kind = "delivered" if reply.code < 400 else "deferred" if reply.code < 500 else "bounced"
+        relayed = kind == "delivered" and not dsn
+        return Verdict(r.address, kind, reply.status, reply.text, conn.host, relayed)
+
+    @staticmethod
+    def _all(
+        recipients: list[Claimed], kind: str, status: str, reply: str, connected: bool | None, relay: str | None = None
+    ) -> Outcome:
+        remote = relay.split("[")[0] if relay else None
+        return Outcome(tuple(Verdict(r.address, kind, status, reply, remote) for r in recipients), connected, relay)

@@ -1,0 +1,210 @@
+"""The scheduler: wakes when mail is queued or falls due, leases due
+recipients, and hands them, grouped by message and route, to a pool of
+worker greenlets.
+
+The queue table is the schedule: nothing is kept in memory that the
+database does not also say, so a restart loses no work.
+"""
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.pool
+
+from empath.config import Config
+from empath.delivery.courier import Courier, Outcome
+from empath.delivery.limits import Breaker, RateLimit
+from empath.delivery.retry import Schedule
+from empath.delivery.routing import Route, route_for
+from empath.log import event
+from empath.queue import work
+from empath.queue.models import BOUNCED, DEFERRED
+from empath.queue.store import GroupCommitter, Store
+from empath.queue.work import RETRY, Claimed, Loaded, NoticeSettings, Result
+
+log = logging.getLogger("empath.delivery")
+
+CLAIM_BATCH = 500
+# Sleep at most this long, so that work written by other processes (the
+# sendmail command) is found even if their nudge was lost.
+MAX_IDLE = 60.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        writer: GroupCommitter,
+        courier: Courier,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.config = config
+        self.store = store  # for reads
+        self.writer = writer  # for writes, group-committed with everyone else's
+        self.courier = courier
+        self.clock = clock
+        self.owner = uuid.uuid4().hex[:12]  # this daemon's name on its leases
+        d = config.delivery
+        self.schedule = Schedule(d.retry_first, d.retry_max)
+        self.workers = gevent.pool.Pool(d.workers)
+        self.breakers: dict[str, Breaker] = {}
+        self.rates: dict[str, RateLimit] = {}
+        self.slots: dict[str, gevent.lock.Semaphore] = {}
+        postmaster_domain = config.local_domains[0] if config.local_domains else config.hostname
+        self.notice_settings = NoticeSettings(
+            config.hostname, f"postmaster@{postmaster_domain}", d.delay_warning, config.queue.lifetime
+        )
+        self._wake = gevent.event.Event()
+        self._greenlet: gevent.Greenlet | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Make every deferred recipient due now, as Postfix's ``postqueue -f``."""
+        self.writer.write(work.flush, self.clock())
+        self.wake()
+
+    def stop(self, grace: float) -> None:
+        """Stop claiming; let deliveries in flight finish within ``grace``. Those
+        killed keep their leases, which the next start clears."""
+        self._stopping = True
+        self.wake()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout=5)
+            self._greenlet.kill()
+        self.workers.join(timeout=grace)
+        self.workers.kill(timeout=5)
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                more = self._claim_and_spawn()
+            except Exception:  # the scheduler must outlive any one bad tick
+                log.exception("scheduler tick failed")
+                more = False
+            if more:
+                continue
+            self._wake.wait(timeout=self._idle_time())
+
+    def _idle_time(self) -> float:
+        due = self.store.call(work.next_due)
+        if due is None:
+            return MAX_IDLE
+        return min(MAX_IDLE, max(0.0, due - self.clock()))
+
+    def _claim_and_spawn(self) -> bool:
+        """Claim what is due and start its deliveries; True if more may be due."""
+        if self.workers.free_count() == 0:
+            self.workers.wait_available()
+        if self._stopping:
+            return False
+        now = self.clock()
+        claimed = self.writer.write(work.claim, now, self.owner, self.config.delivery.lease_time, CLAIM_BATCH)
+        groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
+        routes: dict[tuple[str, str], Route] = {}
+        for c in claimed:
+            route = route_for(c.domain, self.config)
+            key = (c.queue_id, route.key)
+            groups[key].append(c)
+            routes.setdefault(key, route)
+        for key, recipients in groups.items():
+            self.workers.spawn(self._deliver, routes[key], recipients)
+        return len(claimed) == CLAIM_BATCH
+
+    # -- one job ------------------------------------------------------------------
+
+    def _deliver(self, route: Route, recipients: list[Claimed]) -> None:
+        queue_id = recipients[0].queue_id
+        try:
+            message = self.store.call(work.load, queue_id)
+            if message is None:
+                return  # deleted by an operator meanwhile
+            results = self._attempt(route, message, recipients)
+            made = self.writer.write(work.record, queue_id, results, self.clock(), self.notice_settings)
+            for notice in made:
+                event(log, "notice", queue_id=notice, original=queue_id, trace_id=message.trace_id)
+        except Exception:  # the lease runs out and the work is tried again
+            log.exception("delivery of %s failed unexpectedly", queue_id)
+        finally:
+            self.wake()
+
+    def _attempt(self, route: Route, message: Loaded, recipients: list[Claimed]) -> list[Result]:
+        key = route.policy_key
+        policy = self.config.domain_policy(route.domain if not route.smarthost else "")
+        breaker = self.breakers.setdefault(key, Breaker(policy.breaker_failures, policy.breaker_cooldown))
+        rate = self.rates.setdefault(key, RateLimit(policy.rate))
+        slots = self.slots.setdefault(key, gevent.lock.Semaphore(policy.concurrency))
+        now = self.clock()
+        wait = rate.wait(now)
+        if wait > 0:
+            return [Result(r.recipient_id, RETRY, "", "", next_attempt_at=now + wait) for r in recipients]
+        if not breaker.allow(now):
+            text = f"delivery to {key} suspended after {breaker.failures} connection failures in a row"
+            return [
+                Result(r.recipient_id, RETRY, text, "4.4.1", next_attempt_at=breaker.retry_at(now)) for r in recipients
+            ]
+        with slots:
+            started = self.clock()
+            outcome = self.courier.deliver(route, message, recipients)
+        if outcome.connected is None:
+            breaker.abandon()
+        elif outcome.connected:
+            breaker.success()
+        else:
+            breaker.failure(self.clock())
+        return self._results(message, recipients, outcome, started)
+
+    def _results(self, message: Loaded, recipients: list[Claimed], outcome: Outcome, started: float) -> list[Result]:
+        now = self.clock()
+        by_address = {v.address: v for v in outcome.verdicts}
+        results = []
+        for r in recipients:
+            v = by_address[r.address]
+            kind, status, reply = v.kind, v.status, v.reply
+            next_at = None
+            if kind == DEFERRED:
+                next_at = self.schedule.next_attempt(r.attempts + 1, now, message.expires_at)
+                if next_at is None:
+                    kind, status = BOUNCED, "5.4.7"
+                    reply = f"gave up after {_age(now - message.received_at)} in the queue; last error: {reply}"
+            results.append(Result(r.recipient_id, kind, reply, status, v.remote, next_at, v.relayed))
+            event(
+                log,
+                "delivery",
+                level=logging.INFO if kind != DEFERRED else logging.WARNING,
+                queue_id=message.queue_id,
+                to=r.address,
+                relay=outcome.relay or "none",
+                delay=round(now - message.received_at, 3),
+                attempt=r.attempts + 1,
+                status={"delivered": "sent"}.get(kind, kind),
+                reply=reply,
+                dsn=status,
+                next_attempt=round(next_at - now) if next_at else None,
+                trace_id=message.trace_id,
+                took=round(now - started, 3),
+            )
+        return results
+
+
+def _age(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.0f} minutes"

@@ -1,0 +1,40 @@
+"""The body as it goes on the wire: CRLF line ends only, no line over 1000
+octets, dot-stuffed, and ended with ``.CRLF``.
+
+Pure. Bodies received over SMTP are already clean; this also protects the
+next hop from anything a local program handed us, so a bare CR or LF never
+leaves Empath (SMTP smuggling works by exactly such bytes).
+"""
+
+import re
+
+MAX_LINE = 998  # octets before CRLF (RFC 5321 §4.5.3.1.6)
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def lines(body: bytes) -> list[bytes]:
+    """The body's lines without their ends; any of CRLF, CR or LF ends a line."""
+    parts = _LINE_END.split(body)
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return parts
+
+
+def encode(body: bytes) -> bytes:
+    out = []
+    for line in lines(body):
+        # An over-long line is split, as Postfix does: the text survives, the limit holds.
+        while True:
+            # A stuffed dot counts towards the limit on the wire.
+            room = MAX_LINE - 1 if line.startswith(b".") else MAX_LINE
+            if len(line) <= room:
+                break
+            out.append(_stuff(line[:room]))
+            line = line[room:]
+        out.append(_stuff(line))
+    out.append(b".")
+    return b"\r\n".join(out) + b"\r\n"
+
+
+def _stuff(line: bytes) -> bytes:
+    return b"." + line if line.startswith(b".") else line
