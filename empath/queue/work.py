@@ -195,14 +195,17 @@ def _notices(queue_id: str, rows: list[Recipient], now: float, settings: NoticeS
             now=now,
             message_id=f"{ids.new_id(now)}.dsn@{settings.hostname}",
             envid=message.dsn_envid,
-            ret=message.dsn_ret,
+            # RET asks for the message back in failure reports (RFC 3461 §4.3);
+            # delay and success reports carry its headers only.
+            ret=message.dsn_ret if action == notices.FAILED else "HDRS",
         )
+        body = dsn.render(report)
         new_id = ids.new_id(now)
         insert(
             NewMessage(
                 queue_id=new_id,
                 sender="",
-                body=dsn.render(report),
+                body=body,
                 recipients=[NewRecipient(to, to.rpartition("@")[2].lower())],
                 received_at=now,
                 expires_at=now + settings.lifetime,
@@ -211,6 +214,9 @@ def _notices(queue_id: str, rows: list[Recipient], now: float, settings: NoticeS
                 listener="notices",
                 trace_id=message.trace_id,
                 kind=kind,
+                # A report quoting 8-bit or internationalized mail is itself so.
+                body_type="7BIT" if body.isascii() else "8BITMIME",
+                smtputf8=b"message/global-delivery-status" in body,
                 events=[("received", f"{action} notice for {queue_id}")],
             )
         )
