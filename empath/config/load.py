@@ -314,7 +314,7 @@ _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|m|h)$")
 
 def _rate(value: Any) -> float:
     """Messages per second from ``0`` (no limit), ``"10/s"``, ``"60/m"`` or ``"1000/h"``."""
-    if value == 0:
+    if value == 0 and not isinstance(value, bool):
         return 0.0
     m = _RATE.match(value.strip()) if isinstance(value, str) else None
     if not m:
@@ -404,6 +404,13 @@ def _port(value: Any) -> int:
     return port
 
 
+def _login(value: Any) -> str:
+    text = _string(value)
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
 def _smarthost(r: _Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Path]) -> Smarthost | None:
     if "smarthost" not in doc:
         return None
@@ -411,11 +418,15 @@ def _smarthost(r: _Reader, doc: dict, delivery: Delivery, path: Callable[[Any], 
     hosts = r.get(t, "hosts", (), _hops(delivery.port), "smarthost.hosts")
     if "hosts" not in t:
         r.problem("smarthost.hosts", "is required: the relay host(s) to send all outbound mail through")
-    username = r.get(t, "username", None, _string, "smarthost.username")
+    username = r.get(t, "username", None, _login, "smarthost.username")
     password_file = r.get(t, "password_file", None, path, "smarthost.password_file")
     if (username is None) != (password_file is None):
         r.problem("smarthost", "username and password_file must be given together")
-    tls = r.get(t, "tls", "required" if username else delivery.defaults.tls, _choice(TLS_POLICIES), "smarthost.tls")
+    # With a password, never below required; a default of verify stays verify.
+    default_tls = delivery.defaults.tls
+    if username and default_tls in ("none", "opportunistic"):
+        default_tls = "required"
+    tls = r.get(t, "tls", default_tls, _choice(TLS_POLICIES), "smarthost.tls")
     if username and tls in ("none", "opportunistic"):
         r.problem("smarthost.tls", "must be required or verify when a username is set: passwords never go in clear")
     return Smarthost(hosts, username, password_file, tls)
@@ -440,6 +451,8 @@ def _domains(r: _Reader, doc: dict, delivery: Delivery) -> dict[str, DomainPolic
         except ValueError as exc:
             r.problem(where, str(exc))
             continue
+        if domain in result:
+            r.problem(where, "the same domain is configured twice")
         policy = _policy(r, table, where, delivery.defaults)
         route = r.get(table, "route", (), _hops(delivery.port), f"{where}.route")
         result[domain] = DomainPolicy(

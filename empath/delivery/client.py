@@ -107,6 +107,7 @@ class Connection:
         self.extensions: dict[str, str] = {}
         self.tls = False
         self.messages = 0
+        self.broken = False  # lost, timed out, closing (421) or out of step: no QUIT possible
         self._file = sock.makefile("rb")
 
     def __str__(self) -> str:
@@ -118,6 +119,7 @@ class Connection:
         self.sock.settimeout(timeout)
         lines = []
         code = 0
+        self.broken = True  # until a whole reply is read
         try:
             while True:
                 raw = self._file.readline(1024)
@@ -135,6 +137,7 @@ class Connection:
         except (OSError, ssl.SSLError) as exc:
             raise SmtpError(step, f"connection lost: {exc}", elsewhere=elsewhere) from None
         reply = Reply(code, tuple(lines))
+        self.broken = code == 421
         if code == 421:
             # The remote is closing: nothing more will work on this connection.
             raise SmtpError(step, "the remote is closing the connection", reply, elsewhere=elsewhere)
@@ -145,8 +148,10 @@ class Connection:
         try:
             self.sock.sendall(data)
         except TimeoutError:
+            self.broken = True
             raise SmtpError(step, f"timeout after {timeout:g}s sending", elsewhere=elsewhere) from None
         except (OSError, ssl.SSLError) as exc:
+            self.broken = True
             raise SmtpError(step, f"connection lost: {exc}", elsewhere=elsewhere) from None
 
     def command(self, step: str, line: str) -> Reply:
@@ -169,7 +174,10 @@ class Connection:
     def starttls(self, context: ssl.SSLContext, name: str, helo: str) -> None:
         reply = self.command("STARTTLS", "STARTTLS")
         if not reply.ok:
-            raise SmtpError("STARTTLS", "the remote refused STARTTLS", reply)
+            # A TLS failure like a failed handshake, so opportunistic TLS goes on
+            # in clear (RFC 3207 §4) rather than never delivering to a server
+            # whose TLS is broken; required and verify still give up.
+            raise TlsFailed("STARTTLS", "the remote refused STARTTLS", reply)
         # Anything the remote sent after its 220 was sent in clear: drop it
         # with the old reader (CVE-2011-0411, from the client side).
         self._file.close()
@@ -177,7 +185,9 @@ class Connection:
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=name)
         except (OSError, ssl.SSLError) as exc:
-            raise TlsFailed("STARTTLS", f"TLS handshake failed: {exc}") from None
+            self.broken = True
+            # X.7.5: cryptographic failure (RFC 3463), e.g. a certificate we do not trust.
+            raise TlsFailed("STARTTLS", f"TLS handshake failed: {exc}", status="4.7.5") from None
         self._file = self.sock.makefile("rb")
         self.tls = True
         self.hello(helo)
@@ -202,11 +212,12 @@ class Connection:
         """One transaction; the remote's verdict for each recipient.
 
         Raises SmtpError when the transaction as a whole failed: refused
-        sender, a refusal at DATA, a lost connection or a 421.
+        sender, a lost connection or a 421. A refusal of DATA is the verdict
+        of every recipient accepted at RCPT, as the reply after the dot is.
         """
-        self._check_fits(envelope)
+        self._check_fits(envelope, body)
         dsn = "DSN" in self.extensions
-        mail = f"MAIL FROM:<{envelope.sender}>{self._mail_params(envelope, dsn)}"
+        mail = f"MAIL FROM:<{envelope.sender}>{self._mail_params(envelope, dsn, body)}"
         rcpts = [f"RCPT TO:<{r.address}>{self._rcpt_params(r, dsn)}" for r in envelope.recipients]
         if "PIPELINING" in self.extensions:
             lines = [mail, *rcpts, "DATA"]
@@ -230,7 +241,16 @@ class Connection:
             return self._refused_all(envelope, rcpt_replies)
         if data_reply.code != 354:
             self._reset_after_refusal(data_reply)
-            raise SmtpError("DATA", "the remote refused DATA", data_reply)
+            if data_reply.code < 400:
+                # Not 354 and not a refusal: out of step, so try again (4.5.0), never deliver.
+                raise SmtpError("DATA", f"unexpected reply to DATA: {data_reply.text}", status="4.5.0")
+            # A refusal of DATA concerns the recipients the message would have
+            # gone to; one refused at RCPT keeps its own verdict (a 450 there
+            # must stay deferred when DATA gets a 554).
+            return {
+                r.address: (data_reply if reply.ok else reply)
+                for r, reply in zip(envelope.recipients, rcpt_replies, strict=True)
+            }
         self.write("end of data", wire.encode(body), self.timeouts.command)
         final = self.read_reply("end of data", self.timeouts.data, elsewhere=False)
         self.messages += 1
@@ -247,6 +267,10 @@ class Connection:
             return False
 
     def quit(self) -> None:
+        """End the session politely, or just close it when it is broken."""
+        if self.broken:
+            self.close()
+            return
         try:
             self.write("QUIT", b"QUIT\r\n", 5.0)
             self.read_reply("QUIT", 5.0)
@@ -263,7 +287,7 @@ class Connection:
 
     # -- helpers -------------------------------------------------------------
 
-    def _check_fits(self, envelope: Envelope) -> None:
+    def _check_fits(self, envelope: Envelope, body: bytes) -> None:
         limit = self.extensions.get("SIZE", "")
         if limit.isdigit() and int(limit) and envelope.size > int(limit):
             raise SmtpError(
@@ -271,17 +295,21 @@ class Connection:
                 f"the message ({envelope.size} bytes) is larger than the remote accepts ({limit})",
                 status="5.3.4",
             )
-        if envelope.smtputf8 and "SMTPUTF8" not in self.extensions:
+        if envelope.smtputf8 and "SMTPUTF8" not in self.extensions and _needs_smtputf8(envelope, body):
             # RFC 6531 §3.2: an internationalized message must not be sent to a server without SMTPUTF8.
+            # One that only asked for it (ASCII addresses and header) goes as plain mail, as Postfix does.
             raise SmtpError("MAIL", "the message needs SMTPUTF8, which the remote does not offer", status="5.6.7")
 
-    def _mail_params(self, envelope: Envelope, dsn: bool) -> str:
+    def _mail_params(self, envelope: Envelope, dsn: bool, body: bytes) -> str:
         params = []
+        utf8 = envelope.smtputf8 and "SMTPUTF8" in self.extensions
+        # SMTPUTF8 implies 8-bit content; sent without it, 8-bit content needs BODY=8BITMIME.
+        eight_bit = envelope.body_type == "8BITMIME" or (envelope.smtputf8 and not utf8 and not body.isascii())
         if "SIZE" in self.extensions:
             params.append(f"SIZE={envelope.size}")
-        if envelope.body_type == "8BITMIME" and "8BITMIME" in self.extensions:
+        if eight_bit and "8BITMIME" in self.extensions:
             params.append("BODY=8BITMIME")
-        if envelope.smtputf8:
+        if utf8:
             params.append("SMTPUTF8")
         if dsn and envelope.ret:
             params.append(f"RET={envelope.ret}")
@@ -312,6 +340,13 @@ class Connection:
     @staticmethod
     def _refused_all(envelope: Envelope, replies: list[Reply]) -> dict[str, Reply]:
         return {r.address: reply for r, reply in zip(envelope.recipients, replies, strict=True)}
+
+
+def _needs_smtputf8(envelope: Envelope, body: bytes) -> bool:
+    """Does the message use what SMTPUTF8 allows: a non-ASCII address, or header field?"""
+    addresses = [envelope.sender, *(r.address for r in envelope.recipients)]
+    header = body.split(b"\r\n\r\n", 1)[0]
+    return not (all(a.isascii() for a in addresses) and header.isascii())
 
 
 class TlsFailed(SmtpError):
@@ -373,6 +408,11 @@ def _open(
             if not conn.tls:
                 raise SmtpError("AUTH", "refusing to send credentials without TLS", status="4.7.5")
             conn.auth(*credentials)
+    except SmtpError:
+        # RFC 5321 §4.1.1.10: never just drop a session that still works (a
+        # refusal, or our TLS policy saying no): QUIT first.
+        conn.quit()
+        raise
     except BaseException:
         conn.close()
         raise

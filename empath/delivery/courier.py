@@ -7,6 +7,7 @@ by the caller with the clock it is given.
 """
 
 import ipaddress
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -51,6 +52,16 @@ class Outcome:
 
 class Loop(Exception):
     pass
+
+
+def _local_address(address: str) -> bool:
+    """Is ``address`` one of this host's? Only a local address can be bound."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+    except OSError:
+        return False
+    return True
 
 
 def tls_contexts(ca_file: str | None) -> dict[str, ssl.SSLContext]:
@@ -113,13 +124,15 @@ class Courier:
             try:
                 replies = conn.send(envelope, message.body)
             except SmtpError as exc:
-                conn.close()
+                conn.quit()  # QUIT if the session still works (a refusal); else just close
                 last = exc
                 if exc.permanent and exc.step not in CONNECTION_STEPS:
                     return self._all(recipients, "bounced", exc.status, exc.diagnostic, True, str(conn))
                 if exc.elsewhere:
                     continue
-                return self._all(recipients, "deferred", exc.status, exc.diagnostic, True, str(conn))
+                # Without a reply from the remote, say which step failed ("end of data: timeout ...").
+                why = exc.diagnostic if exc.reply else f"{exc.step}: {exc.text}"
+                return self._all(recipients, "deferred", exc.status, why, True, str(conn))
             self.pool.give(self._key(route, candidate), conn)
             dsn = "DSN" in conn.extensions
             return Outcome(tuple(self._verdict(r, replies[r.address], conn, dsn) for r in recipients), True, str(conn))
@@ -140,14 +153,16 @@ class Courier:
         limit = self.config.delivery.max_addresses
         out: list[Candidate] = []
         if route.uses_mx:
-            hops = []
-            for mx in self.resolver.mx(route.domain):
-                if mx.name == self.config.hostname:
-                    # We are an MX for this domain: only better ones may take it (RFC 5321 §5.1).
-                    if not hops:
-                        raise Loop(f"mail for {route.domain} loops back to myself (MX {mx.name})")
-                    break
-                hops.append(NextHop(mx.name, self.config.delivery.port))
+            mxs = self.resolver.mx(route.domain)
+            mine = [mx.preference for mx in mxs if mx.name == self.config.hostname]
+            if mine:
+                # We are an MX for this domain: only better ones may take it, not
+                # those of our own preference (RFC 5321 §5.1). Stopping at our name
+                # in the list was not enough: equal preferences come shuffled.
+                mxs = [mx for mx in mxs if mx.preference < mine[0]]
+                if not mxs:
+                    raise Loop(f"mail for {route.domain} loops back to myself (MX {self.config.hostname})")
+            hops = [NextHop(mx.name, self.config.delivery.port) for mx in mxs]
         else:
             hops = list(route.hops)
         errors: list[DnsError] = []
@@ -158,7 +173,7 @@ class Courier:
                 errors.append(exc)
                 continue
             for address in addresses:
-                if (address, hop.port) in self.own or ("0.0.0.0", hop.port) in self.own:
+                if self._is_own(address, hop.port):
                     if not out:
                         raise Loop(f"mail for {route.domain} loops back to myself ({hop.host}[{address}]:{hop.port})")
                     return out
@@ -169,6 +184,15 @@ class Courier:
             first = errors[0]
             raise DnsError(f"no address for any next hop: {first.text}", False, "4.4.3")
         return out
+
+    def _is_own(self, address: str, port: int) -> bool:
+        """Would ``address``:``port`` reach one of our own listeners?"""
+        if (address, port) in self.own:
+            return True
+        # A wildcard listener is reached only through an address of this host
+        # (a dual-stack "::" takes IPv4 too), not through every address at that port.
+        wildcard = ("0.0.0.0", port) in self.own or ("::", port) in self.own
+        return wildcard and _local_address(address)
 
     def _addresses(self, host: str) -> list[str]:
         try:

@@ -42,7 +42,14 @@ class Breaker:
 
     def retry_at(self, now: float) -> float:
         """When a delivery refused by the breaker should come back."""
-        return now if self.opened_at is None else max(now, self.opened_at + self.cooldown)
+        if self.opened_at is None:
+            return now
+        if self.probing and self.state(now) == HALF_OPEN:
+            # A probe is in flight and may take minutes: come back after another
+            # cooldown, not now, or the refused mail would spin through the queue
+            # (claimed, refused, due again) until the probe ends.
+            return now + self.cooldown
+        return max(now, self.opened_at + self.cooldown)
 
     def abandon(self) -> None:
         """The delivery let through never reached a host (DNS failed, say): no verdict."""

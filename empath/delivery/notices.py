@@ -48,9 +48,11 @@ def owed(
             continue  # the postmaster hears only of failures
         elif r.state == DEFERRED and r.notified is None and delay_warning and now - received_at >= delay_warning:
             due[DELAYED].append(r)
-        elif r.state == DELIVERED and r.relayed and r.notified is None:
+        elif r.state == DELIVERED and r.relayed and r.notified in (None, DELAYED):
+            # NOTIFY=DELAY,SUCCESS asks for both: a delay notice, then the relay.
             due[RELAYED].append(r)
-    return {action: [r for r in rs if not to_sender or wants(r.notify, action)] for action, rs in due.items() if rs}
+    wanted = {action: [r for r in rs if not to_sender or wants(r.notify, action)] for action, rs in due.items()}
+    return {action: rs for action, rs in wanted.items() if rs}  # no empty notices
 
 
 def report_target(kind: str, sender: str, postmaster: str) -> tuple[str, str] | None:

@@ -320,4 +320,8 @@ class GroupCommitter:
                     result.set(value)
                 else:
                     result.set_exception(value)
-            self.on_commit()
+            if messages:
+                # Only new mail wakes the scheduler: its own writes (claim, record)
+                # come through here too, and waking it for those made it claim,
+                # commit and wake itself again in a loop that never slept.
+                self.on_commit()
