@@ -164,6 +164,9 @@ class Scheduler:
         if outcome.connected is None:
             breaker.abandon()
         elif outcome.connected:
+            if breaker.opened_at is not None:
+                # The probe got through: the mail the breaker held back may go now.
+                self.writer.write(work.flush, self.clock(), None if route.smarthost else route.domain)
             breaker.success()
         else:
             breaker.failure(self.clock())

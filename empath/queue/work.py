@@ -59,21 +59,28 @@ def claim(now: float, owner: str, lease_time: float, limit: int) -> list[Claimed
     The lease moves next_attempt_at to its end, so a leased row is not due
     again unless its lease runs out (the daemon died mid-delivery).
     """
-    rows = list(
-        Recipient.select(
-            Recipient.id,
-            Recipient.message,
-            Recipient.address,
-            Recipient.domain,
-            Recipient.attempts,
-            Recipient.dsn_notify,
-            Recipient.dsn_orcpt,
-        )
-        .where(Recipient.state.in_(PENDING), Recipient.next_attempt_at <= now)
+    columns = (
+        Recipient.id,
+        Recipient.message,
+        Recipient.address,
+        Recipient.domain,
+        Recipient.attempts,
+        Recipient.dsn_notify,
+        Recipient.dsn_orcpt,
+    )
+    # One bounded range scan of (state, next_attempt_at) per state: a single
+    # query with state IN (...) would sort every due row before the LIMIT.
+    due = [
+        row
+        for state in PENDING
+        for row in Recipient.select(Recipient.next_attempt_at, *columns)
+        .where(Recipient.state == state, Recipient.next_attempt_at <= now)
         .order_by(Recipient.next_attempt_at)
         .limit(limit)
         .tuples()
-    )
+    ]
+    due.sort(key=lambda row: row[0])
+    rows = [row[1:] for row in due[:limit]]
     if rows:
         Recipient.update(lease_owner=owner, lease_until=now + lease_time, next_attempt_at=now + lease_time).where(
             Recipient.id.in_([r[0] for r in rows])
@@ -88,13 +95,12 @@ def next_due() -> float | None:
     )
 
 
-def flush(now: float) -> int:
-    """Make every pending, unleased recipient due now; returns how many."""
-    return (
-        Recipient.update(next_attempt_at=now)
-        .where(Recipient.state.in_(PENDING), Recipient.lease_owner.is_null(), Recipient.next_attempt_at > now)
-        .execute()
-    )
+def flush(now: float, domain: str | None = None) -> int:
+    """Make pending, unleased recipients (of one domain, or all) due now; returns how many."""
+    where = [Recipient.state.in_(PENDING), Recipient.lease_owner.is_null(), Recipient.next_attempt_at > now]
+    if domain is not None:
+        where.append(Recipient.domain == domain)
+    return Recipient.update(next_attempt_at=now).where(*where).execute()
 
 
 def load(queue_id: str) -> Loaded | None:

@@ -1,0 +1,80 @@
+"""The scheduler's queries must stay index lookups with a million queued rows.
+
+Rather than time them, ask SQLite for each query's plan: every query the
+delivery side runs must search an index, never scan a table or sort all
+matching rows in a temporary B-tree.
+"""
+
+import time
+
+import pytest
+
+from empath.queue import store, work
+from empath.queue.store import NewMessage, NewRecipient
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = store.connect(tmp_path / "queue.sqlite3")
+    store.ensure_schema(database)
+    now = time.time()
+    with database.atomic():
+        for i in range(50):
+            store.insert(
+                NewMessage(
+                    queue_id=f"Q{i:015d}",
+                    sender="a@b.test",
+                    body=b"Subject: x\r\n\r\nx\r\n",
+                    recipients=[NewRecipient(f"r{i}@d{i % 5}.test", f"d{i % 5}.test")],
+                    received_at=now - i,
+                    expires_at=now + 86400,
+                    client_address="127.0.0.1",
+                    client_helo="h",
+                    listener="smtp",
+                    trace_id="t",
+                )
+            )
+    yield database
+    database.close()
+
+
+def traced(database, fn, *args):
+    statements = []
+    database.connection().set_trace_callback(statements.append)
+    try:
+        with database.atomic():
+            fn(*args)
+    finally:
+        database.connection().set_trace_callback(None)
+    return [s for s in statements if s.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))]
+
+
+def plans(database, statements):
+    return {s: " | ".join(row[3] for row in database.execute_sql("EXPLAIN QUERY PLAN " + s)) for s in statements}
+
+
+def assert_indexed(database, statements):
+    assert statements
+    for sql, plan in plans(database, statements).items():
+        assert "SCAN recipient" not in plan and "SCAN message" not in plan, (sql, plan)
+        assert "TEMP B-TREE" not in plan, (sql, plan)
+
+
+def test_claim_searches_the_state_and_due_time_index(db):
+    statements = traced(db, work.claim, time.time(), "owner", 60.0, 10)
+    assert_indexed(db, statements)
+    assert any("recipient_state_next_attempt_at" in plan for plan in plans(db, statements).values())
+
+
+def test_next_due_and_flush_search_the_index(db):
+    assert_indexed(db, traced(db, work.next_due))
+    assert_indexed(db, traced(db, work.flush, time.time()))
+    assert_indexed(db, traced(db, work.flush, time.time(), "d1.test"))
+
+
+def test_recording_an_outcome_touches_one_message_by_index(db):
+    [claimed] = work.claim(time.time(), "owner", 60.0, 1)
+    result = work.Result(claimed.recipient_id, "delivered", "250 ok", "2.0.0", "mx.test")
+    settings = work.NoticeSettings("mx.test", "postmaster@d.test", 0, 86400)
+    statements = traced(db, work.record, claimed.queue_id, [result], time.time(), settings)
+    assert_indexed(db, statements)
