@@ -299,6 +299,10 @@ class Connection:
             # RFC 6531 §3.2: an internationalized message must not be sent to a server without SMTPUTF8.
             # One that only asked for it (ASCII addresses and header) goes as plain mail, as Postfix does.
             raise SmtpError("MAIL", "the message needs SMTPUTF8, which the remote does not offer", status="5.6.7")
+        if not body.isascii() and "8BITMIME" not in self.extensions and "SMTPUTF8" not in self.extensions:
+            # RFC 6152 §3: 8-bit content must not go to a server that does not take it;
+            # we do not rewrite messages into 7-bit encodings, so it is returned.
+            raise SmtpError("MAIL", "the message has 8-bit content, which the remote does not accept", status="5.6.3")
 
     def _mail_params(self, envelope: Envelope, dsn: bool, body: bytes) -> str:
         params = []

@@ -758,3 +758,18 @@ def test_quit_on_a_dead_connection_does_not_raise(peer):
     peer.stop()
     conn.quit()
     conn.close()  # twice is fine
+
+
+def test_8bit_content_is_not_sent_to_a_server_without_8bitmime():
+    with Peer(host="127.0.0.1") as peer:
+        peer.extensions = [e for e in peer.extensions if e not in ("8BITMIME", "SMTPUTF8")]
+        conn = open_connection("localhost", "127.0.0.1", peer.port, HELO, TIMEOUTS, "none", None)
+        try:
+            envelope = Envelope("a@b.test", (Recipient("c@d.test"),), 20, body_type="8BITMIME")
+            with pytest.raises(SmtpError) as caught:
+                conn.send(envelope, "Subject: caf\u00e9\r\n\r\nx\r\n".encode())
+        finally:
+            conn.quit()
+        assert caught.value.status == "5.6.3" and caught.value.permanent
+        assert "MAIL" not in peer.connections[0].commands
+        assert not peer.violations
