@@ -4,8 +4,8 @@ import argparse
 import getpass
 import sys
 
+from empath import backup_cli, users
 from empath import config as config_module
-from empath import users
 
 
 def _users_path(config: config_module.Config):
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     remove = user_verbs.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     user_verbs.add_parser("list", help="list user names")
+    backup_cli.add_verbs(verbs)
     args = parser.parse_args(argv)
 
     try:
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"empathctl: {problem}", file=sys.stderr)
         return 1
+    if args.verb in backup_cli.VERBS:
+        return backup_cli.command(args, config)
     try:
         return user_command(args, config)
     except (users.UsersFileError, OSError) as exc:
