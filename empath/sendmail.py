@@ -1,0 +1,272 @@
+"""``sendmail``: hand a message to Empath from the command line, as cron,
+mail(1), PHP and scripts expect of /usr/sbin/sendmail.
+
+The message goes straight into the queue database, committed and fsynced
+before the command exits 0, so local mail is safe even while the daemon is
+stopped; a running daemon is then nudged to deliver it at once.
+
+Flags: -t (recipients from To/Cc/Bcc; Bcc is removed), -f/-r SENDER,
+-F NAME, -i / -oi (a lone dot does not end the input), -bm (the default),
+-bp (list the queue, as mailq), -q (retry the deferred queue now), -C FILE
+(the config; default $EMPATH_CONFIG, then /etc/empath/empath.toml), -- and
+recipients as arguments. Other -o options and -v are accepted and ignored,
+as sendmail does. Exit codes follow sysexits.h.
+"""
+
+import email.utils
+import getpass
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from empath import addresses, mailq
+from empath.config import Config, ConfigError, load, local_config_path
+from empath.delivery import wire
+from empath.queue import ids, store
+from empath.queue.store import NewMessage, NewRecipient, QueueError
+from empath.smtp import stamp
+
+# sysexits.h
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOUSER = 67
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class Options:
+    mode: str = "deliver"  # deliver, list, flush
+    from_headers: bool = False  # -t
+    dot_ends: bool = True  # cleared by -i / -oi
+    sender: str | None = None
+    full_name: str | None = None
+    config: str | None = None
+    recipients: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> Options:
+    """sendmail's own argument syntax: clustered and attached values (-fme@x), -oX options."""
+    opts = Options()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            opts.recipients += args
+            break
+        if not arg.startswith("-") or arg == "-":
+            opts.recipients.append(arg)
+            continue
+        flag, attached = arg[:2], arg[2:]
+
+        def value(name: str, attached: str = attached) -> str:
+            if attached:
+                return attached
+            if not args:
+                raise UsageError(f"option {name} needs a value")
+            return args.pop(0)
+
+        if flag in ("-f", "-r"):
+            opts.sender = value(flag)
+        elif flag == "-F":
+            opts.full_name = value(flag)
+        elif flag == "-C":
+            opts.config = value(flag)
+        elif flag == "-t" and not attached:
+            opts.from_headers = True
+        elif flag == "-i" and not attached:
+            opts.dot_ends = False
+        elif flag == "-o":
+            if attached == "i":
+                opts.dot_ends = False
+            elif not attached:
+                value("-o")  # "-o X": an option we do not use
+        elif flag == "-b":
+            modes = {"m": "deliver", "p": "list"}
+            if attached not in modes:
+                raise UsageError(f"-b{attached} is not supported (use -bm or -bp)")
+            opts.mode = modes[attached]
+        elif flag == "-q":
+            opts.mode = "flush"
+        elif flag in ("-v", "-U", "-n"):
+            pass
+        elif flag in ("-N", "-R", "-V", "-B", "-L", "-O", "-X"):
+            value(flag)  # DSN and logging options of other MTAs: accepted, not used
+        else:
+            raise UsageError(f"unknown option {arg}")
+    return opts
+
+
+def read_message(stream, dot_ends: bool) -> bytes:
+    """The message from stdin, with CRLF line ends. Without -i a line of a lone dot ends it."""
+    lines = []
+    for raw in stream:
+        line = raw.rstrip(b"\r\n")
+        if dot_ends and line == b".":
+            break
+        lines.append(line)
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+def split_header(message: bytes) -> tuple[bytes, bytes]:
+    end = message.find(b"\r\n\r\n")
+    if end == -1:
+        return message, b""
+    return message[: end + 2], message[end + 2 :]
+
+
+def header_recipients(header: bytes) -> list[str]:
+    """-t: every address in To, Cc and Bcc."""
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
+    values = [v for name in ("to", "cc", "bcc") for v in parsed.get_all(name, [])]
+    return [address for _, address in email.utils.getaddresses([str(v) for v in values]) if address]
+
+
+def remove_bcc(header: bytes) -> bytes:
+    """Drop Bcc fields (and their continuation lines): the recipients must not see them."""
+    kept = []
+    skipping = False
+    for line in header.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line[:4].lower() == b"bcc:"
+        if not skipping:
+            kept.append(line)
+    return b"\r\n".join(kept)
+
+
+def qualify(address: str, domain: str) -> addresses.Mailbox:
+    """A recipient or sender as a mailbox; a bare local name gets our domain, as Postfix's myorigin."""
+    text = address.strip().strip("<>")
+    if "@" not in text:
+        text = f"{text}@{domain}"
+    return addresses.parse_mailbox(text, utf8=True)
+
+
+def build(opts: Options, message: bytes, config: Config, user: str, now: float, queue_id: str) -> NewMessage:
+    """The queue entry for a message handed to sendmail (pure)."""
+    header, body = split_header(message)
+    recipients = list(opts.recipients)
+    if opts.from_headers:
+        recipients += header_recipients(header)
+        header = remove_bcc(header)
+    if not recipients:
+        raise UsageError("no recipients given (name them, or use -t)")
+    sender = qualify(opts.sender, config.hostname) if opts.sender else qualify(user, config.hostname)
+    boxes = list(dict.fromkeys(qualify(r, config.hostname) for r in recipients))
+    added = stamp.received_local(user=user, hostname=config.hostname, queue_id=queue_id, now=now)
+    names = stamp.header_names(header + b"\r\n")
+    if "from" not in names:
+        display = email.utils.formataddr((opts.full_name or "", str(sender)))
+        added += f"From: {display}\r\n".encode()
+    added += stamp.submission_headers(header + b"\r\n", queue_id, config.hostname, now)
+    data = added + header + body
+    # Local programs send anything: make it what SMTP would have carried.
+    data = b"".join(line + b"\r\n" for line in wire.lines(data))
+    return NewMessage(
+        queue_id=queue_id,
+        sender=str(sender),
+        body=data,
+        recipients=[NewRecipient(str(b), b.domain) for b in boxes],
+        received_at=now,
+        expires_at=now + config.queue.lifetime,
+        client_address="",
+        client_helo="",
+        listener="sendmail",
+        trace_id=uuid.uuid4().hex,
+        smtputf8=not all(str(b).isascii() for b in [sender, *boxes]),
+        body_type="7BIT" if data.isascii() else "8BITMIME",
+        events=[("received", f"from local user {user} via sendmail")],
+    )
+
+
+def enqueue(config: Config, msg: NewMessage) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = store.connect(config.database_path, config.queue.max_size)
+    try:
+        store.ensure_schema(db)
+        with db.atomic():
+            store.insert(msg)
+    finally:
+        db.close()
+
+
+def daemon_pid(config: Config) -> int | None:
+    """The running daemon's pid, from its data directory lock, or None."""
+    return store.lock_holder(config.data_dir)
+
+
+def nudge(config: Config, sig: signal.Signals) -> bool:
+    pid = daemon_pid(config)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"sendmail: {exc}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        config = load(local_config_path(opts.config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"sendmail: {problem}", file=sys.stderr)
+        return EX_CONFIG
+    if opts.mode == "list":
+        return mailq.show(config)
+    if opts.mode == "flush":
+        if not nudge(config, signal.SIGUSR1):
+            print("sendmail: the Empath daemon is not running; mail will go when it starts", file=sys.stderr)
+        return EX_OK
+    now = time.time()
+    queue_id = ids.new_id(now)
+    try:
+        message = read_message(sys.stdin.buffer, opts.dot_ends)
+        if len(message) > config.limits.max_message_size:
+            print(f"sendmail: message larger than {config.limits.max_message_size} bytes", file=sys.stderr)
+            return EX_DATAERR
+        msg = build(opts, message, config, getpass.getuser(), now, queue_id)
+    except UsageError as exc:
+        print(f"sendmail: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except addresses.AddressError as exc:
+        print(f"sendmail: bad address: {exc}", file=sys.stderr)
+        return EX_NOUSER
+    try:
+        enqueue(config, msg)
+    except store.SchemaTooNew as exc:
+        print(f"sendmail: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+    except (QueueError, OSError) as exc:
+        print(f"sendmail: cannot queue the message in {config.database_path}: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if not isinstance(exc, PermissionError) else EX_CANTCREAT
+    except Exception as exc:  # noqa: BLE001 - peewee/sqlite errors: one clear line, not a traceback
+        print(f"sendmail: cannot queue the message in {config.database_path}: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    nudge(config, signal.SIGUSR2)
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The sendmail command's pure parts: its argument syntax, reading stdin,
+-t recipients and Bcc removal, and the message it builds."""
+
+import io
+from pathlib import Path
+
+import pytest
+import tomlkit
+
+from empath import mailq
+from empath.config.load import validate
+from empath.sendmail import (
+    Options,
+    UsageError,
+    build,
+    header_recipients,
+    parse_args,
+    read_message,
+    remove_bcc,
+)
+
+
+def config():
+    text = '[server]\nhostname = "host.test"\ndata_dir = "/tmp/x"\n[[listeners]]\naddress = "127.0.0.1:2525"\n'
+    return validate(tomlkit.parse(text).unwrap(), text, Path("/tmp/empath.toml"))
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["bob@x.test"], Options(recipients=["bob@x.test"])),
+        (["-t", "-i"], Options(from_headers=True, dot_ends=False)),
+        (["-oi", "-t"], Options(from_headers=True, dot_ends=False)),
+        (["-fme@x.test", "a@b.test"], Options(sender="me@x.test", recipients=["a@b.test"])),
+        (
+            ["-f", "me@x.test", "-F", "Cron Daemon", "a@b.test"],
+            Options(sender="me@x.test", full_name="Cron Daemon", recipients=["a@b.test"]),
+        ),
+        (["-r", "me@x.test", "--", "-odd@b.test"], Options(sender="me@x.test", recipients=["-odd@b.test"])),
+        (["-bp"], Options(mode="list")),
+        (["-q"], Options(mode="flush")),
+        (["-C", "/etc/e.toml", "-oem", "-v", "a@b.test"], Options(config="/etc/e.toml", recipients=["a@b.test"])),
+        (["-o", "X", "a@b.test"], Options(recipients=["a@b.test"])),
+    ],
+)
+def test_parse_args(argv, expected):
+    assert parse_args(argv) == expected
+
+
+@pytest.mark.parametrize("argv", [["-f"], ["-bs"], ["-bz"], ["-Z"]])
+def test_parse_args_refuses(argv):
+    with pytest.raises(UsageError):
+        parse_args(argv)
+
+
+def test_read_message_normalises_line_ends_and_stops_at_a_lone_dot():
+    stdin = io.BytesIO(b"Subject: x\n\nline\r\n.\nafter\n")
+    assert read_message(stdin, dot_ends=True) == b"Subject: x\r\n\r\nline\r\n"
+    stdin = io.BytesIO(b"Subject: x\n\nline\n.\nafter")
+    assert read_message(stdin, dot_ends=False) == b"Subject: x\r\n\r\nline\r\n.\r\nafter\r\n"
+
+
+def test_header_recipients_and_bcc_removal():
+    header = (
+        b"To: Ann <ann@a.test>, bob@b.test\r\nCc: carol@c.test\r\nBcc: dave@d.test,\r\n eve@e.test\r\nSubject: hi\r\n"
+    )
+    assert header_recipients(header) == ["ann@a.test", "bob@b.test", "carol@c.test", "dave@d.test", "eve@e.test"]
+    cleaned = remove_bcc(header)
+    assert b"dave" not in cleaned and b"eve" not in cleaned
+    assert cleaned.endswith(b"Subject: hi\r\n")
+
+
+def test_build_adds_headers_qualifies_names_and_keeps_the_body():
+    message = b"Subject: backup\r\nBcc: secret@x.test\r\n\r\nall done\r\n"
+    opts = Options(from_headers=True, full_name="Cron Daemon", recipients=["root"])
+    msg = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ")
+    assert msg.sender == "backup@host.test"
+    assert [r.address for r in msg.recipients] == ["root@host.test", "secret@x.test"]
+    assert msg.body.startswith(b"Received: by host.test (Empath, from user backup)\r\n\tid 01ABCDEFGHJKMNPQ;")
+    assert b"From: Cron Daemon <backup@host.test>\r\n" in msg.body
+    assert b"Message-ID: <01ABCDEFGHJKMNPQ." in msg.body and b"\r\nDate: " in msg.body
+    assert b"Bcc:" not in msg.body and b"secret" not in msg.body
+    assert msg.body.endswith(b"Subject: backup\r\n\r\nall done\r\n")
+    assert msg.listener == "sendmail" and msg.events == [("received", "from local user backup via sendmail")]
+
+
+def test_build_without_recipients_is_a_usage_error():
+    with pytest.raises(UsageError):
+        build(Options(), b"Subject: x\r\n\r\n", config(), "u", 0.0, "Q")
+
+
+def test_mailq_render_matches_postfix_layout():
+    entries = [
+        mailq.Entry("01AAAAAAAAAAAAAA", 2048, 0.0, "", active=True, recipients=[("a@x.test", None)]),
+        mailq.Entry(
+            "01BBBBBBBBBBBBBB",
+            100,
+            0.0,
+            "s@y.test",
+            recipients=[("b@x.test", "connect: refused"), ("c@x.test", "connect: refused")],
+        ),
+    ]
+    text = mailq.render(entries)
+    lines = text.splitlines()
+    assert lines[0].startswith("-Queue ID-")
+    assert lines[1].startswith("01AAAAAAAAAAAAAA*     2048 ") and lines[1].endswith("MAILER-DAEMON")
+    assert "(connect: refused)" in text and text.count("(connect: refused)") == 1
+    assert lines[-1] == "-- 3 Kbytes in 2 Requests."
+    assert mailq.render([]) == "Mail queue is empty\n"
