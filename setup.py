@@ -15,12 +15,22 @@ setup(
         "rich>=13",
     ],
     extras_require={
-        "test": ["pytest>=8", "trustme>=1.1", "ruff>=0.5"],
+        "test": [
+            "pytest>=8",
+            "trustme>=1.1",
+            "ruff>=0.5",
+            "mypy>=1.10",
+            "pytest-cov>=5",
+            "hypothesis>=6.100",
+        ],
     },
     entry_points={
         "console_scripts": [
             "empath = empath.cli:main",
             "empathctl = empath.ctl:main",
+            # As /usr/sbin/sendmail and /usr/bin/mailq for local programs (docs/local-mail.md).
+            "sendmail = empath.sendmail:main",
+            "mailq = empath.mailq:main",
         ],
     },
 )

@@ -3,10 +3,17 @@
 Code logs an event name and fields: ``event(log, "queued", queue_id=..., size=...)``.
 The text form reads ``queued queue_id=... size=...``; the JSON form is one
 object per line with ``time``, ``level``, ``logger``, ``event`` and the fields.
+The same thing always has the same field name (docs/logging.md lists them);
+the delivery event's text form reads like Postfix's.
+
+``audit(name, ...)`` writes a marked event (``audit=true``, logger
+``empath.audit``) that no log level hides: AUTH outcomes, control actions,
+config reloads. ``set_level(name)`` changes the level at run time.
 """
 
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,24 +21,88 @@ from typing import Any
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
+AUDIT = logging.getLogger("empath.audit")
+AUDIT.setLevel(logging.INFO)  # audit events pass whatever the level of the rest
+
+# A reply such as "450 4.2.1 mailbox busy": its code, for the ``code`` field.
+_REPLY_CODE = re.compile(r"([2-5][0-9][0-9])(?:[ -]|$)")
+
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
 
 
+def audit(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """An audit event: AUTH success or failure, a control action, a config reload.
+
+    Never pass a password, an AUTH blob or a token.
+    """
+    AUDIT.log(level, name, extra={"fields": {**fields, "audit": True}})
+
+
+def reply_code(reply: str | None) -> int | None:
+    """The SMTP reply code a reply text starts with, if it is one (not for local errors)."""
+    m = _REPLY_CODE.match(reply or "")
+    return int(m.group(1)) if m else None
+
+
+def set_level(name: str) -> None:
+    """Change the log level of the running process (the audit log is not affected)."""
+    try:
+        level = LEVELS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {name!r}; one of {', '.join(LEVELS)}") from None
+    logging.getLogger().setLevel(level)
+
+
 def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = str(value)
     if text == "" or any(ch in text for ch in ' "=\\') or not text.isprintable():
         return json.dumps(text, ensure_ascii=False)
     return text
 
 
+def _postfix_delivery(fields: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The delivery event as Postfix writes it: ``to=<…> relay=… delay=… dsn=… status=sent (250 …)``.
+
+    In this form ``status`` is the result and the reply follows it in
+    parentheses, as operators who know Postfix expect; ``dsn`` is the
+    enhanced status code. The JSON form keeps the structured fields.
+    """
+    rest = dict(fields)
+    for key in ("recipient", "result", "code", "status", "reply", "domain"):
+        rest.pop(key, None)
+    parts = []
+    if "queue_id" in rest:
+        parts.append(f"queue_id={_value(rest.pop('queue_id'))}")
+    parts.append(f"to=<{fields.get('recipient', '')}>")
+    for key in ("relay", "delay", "attempt"):
+        if rest.get(key) is not None:
+            parts.append(f"{key}={_value(rest.pop(key))}")
+    if fields.get("status"):
+        parts.append(f"dsn={fields['status']}")
+    reply = str(fields.get("reply") or "").replace("\n", " ").replace("\r", " ")
+    parts.append(f"status={fields.get('result')} ({reply})")
+    return parts, rest
+
+
+# Events whose text form is not plain ``key=value`` pairs.
+TEXT_RENDERINGS = {"delivery": _postfix_delivery}
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         fields = getattr(record, "fields", {})
-        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname.lower(), record.name, record.getMessage()]
+        name = record.getMessage()
+        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname.lower(), record.name, name]
+        render = TEXT_RENDERINGS.get(name) if record.name == "empath.delivery" else None
+        if render is not None:
+            shown, fields = render(fields)
+            parts += shown
         parts += [f"{key}={_value(value)}" for key, value in fields.items() if value is not None]
         line = " ".join(parts)
         if record.exc_info:

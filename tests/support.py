@@ -135,7 +135,8 @@ class Daemon:
         if self.proc.poll() is not None:
             out, err = self.proc.communicate()
             raise AssertionError(f"empath exited with {self.proc.returncode}: {err.decode()}{out.decode()}")
-        return " started " in self.log_since_start()
+        text = self.log_since_start()
+        return " started " in text or '"event": "started"' in text  # text or JSON log
 
     def log(self) -> str:
         try:

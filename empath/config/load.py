@@ -475,7 +475,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
             raise ValueError("must not be empty")
         return (base / text).resolve() if not text.startswith("/") else Path(text)
 
-    server = r.table(doc, "server", {"hostname", "data_dir", "log_level", "log_format", "log_file"})
+    server = r.table(doc, "server", {"hostname", "data_dir", "log_level", "log_format", "log_file", "metrics_address"})
     hostname = r.get(server, "hostname", default_hostname, lambda v: _domain(_string(v)), "server.hostname")
     data_dir = r.get(server, "data_dir", None, path, "server.data_dir")
     if "data_dir" not in server:
@@ -483,6 +483,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
     log_level = r.get(server, "log_level", "info", _choice(LOG_LEVELS), "server.log_level")
     log_format = r.get(server, "log_format", "text", _choice(LOG_FORMATS), "server.log_format")
     log_file = r.get(server, "log_file", None, path, "server.log_file")
+    metrics_address = r.get(server, "metrics_address", None, _host_port, "server.metrics_address")
 
     relay = r.table(doc, "relay", {"local_domains", "trusted_networks"})
     domains = r.get(relay, "local_domains", [], lambda v: [_domain(d) for d in _string_list(v)], "relay.local_domains")
@@ -513,6 +514,9 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
                 f"listeners[{i}].mode", "submission needs [tls] and auth.users_file: clients must log in over TLS"
             )
 
+    if metrics_address in {(listener.host, listener.port) for listener in listeners}:
+        r.problem("server.metrics_address", "is also the address of a listener")
+
     delivery = _delivery(r, doc, path)
     config = Config(
         path=config_path,
@@ -533,6 +537,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         delivery=delivery,
         smarthost=_smarthost(r, doc, delivery, path),
         domains=_domains(r, doc, delivery),
+        metrics_address=metrics_address,
     )
     if r.problems:
         raise ConfigError(r.problems)

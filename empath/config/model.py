@@ -124,6 +124,7 @@ class Config:
     delivery: Delivery = Delivery()
     smarthost: Smarthost | None = None
     domains: dict[str, DomainPolicy] = field(default_factory=dict)  # by A-label domain
+    metrics_address: tuple[str, int] | None = None  # where /metrics is served; None: not at all
 
     def domain_policy(self, domain: str) -> DomainPolicy:
         return self.domains.get(domain, self.delivery.defaults)

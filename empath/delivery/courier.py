@@ -48,6 +48,7 @@ class Outcome:
     verdicts: tuple[Verdict, ...]
     connected: bool | None  # did a host take a session? None: none was tried (for the circuit breaker)
     relay: str | None  # host[address]:port of the host that took the transaction
+    tls: bool | None = None  # did the transaction run over TLS? None: no transaction
 
 
 class Loop(Exception):
@@ -135,7 +136,8 @@ class Courier:
                 return self._all(recipients, "deferred", exc.status, why, True, str(conn))
             self.pool.give(self._key(route, candidate), conn)
             dsn = "DSN" in conn.extensions
-            return Outcome(tuple(self._verdict(r, replies[r.address], conn, dsn) for r in recipients), True, str(conn))
+            verdicts = tuple(self._verdict(r, replies[r.address], conn, dsn) for r in recipients)
+            return Outcome(verdicts, True, str(conn), conn.tls)
         if last is None:
             return self._all(recipients, "deferred", "4.4.4", "no address to deliver to", connected=None)
         return self._all(

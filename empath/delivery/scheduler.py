@@ -22,9 +22,10 @@ from empath.delivery.courier import Courier, Outcome
 from empath.delivery.limits import Breaker, RateLimit
 from empath.delivery.retry import Schedule
 from empath.delivery.routing import Route, route_for
-from empath.log import event
+from empath.log import event, reply_code
+from empath.metrics import Metrics
 from empath.queue import work
-from empath.queue.models import BOUNCED, DEFERRED
+from empath.queue.models import BOUNCED, DEFERRED, DELIVERED
 from empath.queue.store import GroupCommitter, Store
 from empath.queue.work import RETRY, Claimed, Loaded, NoticeSettings, Result
 
@@ -44,8 +45,10 @@ class Scheduler:
         writer: GroupCommitter,
         courier: Courier,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ):
         self.config = config
+        self.metrics = metrics or Metrics()
         self.store = store  # for reads
         self.writer = writer  # for writes, group-committed with everyone else's
         self.courier = courier
@@ -135,8 +138,9 @@ class Scheduler:
             if message is None:
                 return  # deleted by an operator meanwhile
             results = self._attempt(route, message, recipients)
-            made = self.writer.write(work.record, queue_id, results, self.clock(), self.notice_settings)
-            for notice in made:
+            recorded = self.writer.write(work.record, queue_id, results, self.clock(), self.notice_settings)
+            self._count(route, message, results, recorded)
+            for notice in recorded.notices:
                 event(log, "notice", queue_id=notice, original=queue_id, trace_id=message.trace_id)
         except Exception:  # the lease runs out and the work is tried again
             log.exception("delivery of %s failed unexpectedly", queue_id)
@@ -152,6 +156,8 @@ class Scheduler:
         now = self.clock()
         wait = rate.wait(now)
         if wait > 0:
+            self.metrics.rate_limited.inc()
+            self.metrics.rate_limit_delay.inc(wait)
             return [Result(r.recipient_id, RETRY, "", "", next_attempt_at=now + wait) for r in recipients]
         if not breaker.allow(now):
             text = f"delivery to {key} suspended after {breaker.failures} connection failures in a row"
@@ -161,6 +167,8 @@ class Scheduler:
         with slots:
             started = self.clock()
             outcome = self.courier.deliver(route, message, recipients)
+        if outcome.tls is not None:
+            self.metrics.delivery_tls.labels("yes" if outcome.tls else "no").inc()
         if outcome.connected is None:
             breaker.abandon()
         elif outcome.connected:
@@ -171,6 +179,23 @@ class Scheduler:
         else:
             breaker.failure(self.clock())
         return self._results(message, recipients, outcome, started)
+
+    def _count(self, route: Route, message: Loaded, results: list[Result], recorded: work.Recorded) -> None:
+        """Count what was recorded: attempts per recipient, time in the queue, messages that left it."""
+        m = self.metrics
+        domain_class = "smarthost" if route.smarthost else "mx" if route.uses_mx else "routed"
+        in_queue = max(0.0, self.clock() - message.received_at)
+        for r in results:
+            if r.state == RETRY:
+                continue  # held back by a rate limit or breaker: no attempt was made
+            m.attempts.labels(r.state, domain_class).inc()
+            if r.state in (DELIVERED, BOUNCED):
+                m.time_in_queue.observe(in_queue)
+            if r.state == DELIVERED:
+                m.latency.observe(in_queue)
+        m.queue_in.inc(len(recorded.notices))
+        if recorded.removed is not None:
+            m.queue_out.labels(recorded.removed).inc()
 
     def _results(self, message: Loaded, recipients: list[Claimed], outcome: Outcome, started: float) -> list[Result]:
         now = self.clock()
@@ -191,13 +216,15 @@ class Scheduler:
                 "delivery",
                 level=logging.INFO if kind != DEFERRED else logging.WARNING,
                 queue_id=message.queue_id,
-                to=r.address,
+                recipient=r.address,
+                domain=r.domain,
                 relay=outcome.relay or "none",
                 delay=round(now - message.received_at, 3),
                 attempt=r.attempts + 1,
-                status={"delivered": "sent"}.get(kind, kind),
+                result={"delivered": "sent"}.get(kind, kind),
+                code=reply_code(reply),
+                status=status,
                 reply=reply,
-                dsn=status,
                 next_attempt=round(next_at - now) if next_at else None,
                 trace_id=message.trace_id,
                 took=round(now - started, 3),

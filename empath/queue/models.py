@@ -9,7 +9,7 @@ import peewee
 # The models are bound to a database when the store opens one.
 database_proxy = peewee.DatabaseProxy()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: index on message.received_at (the oldest message's age)
 
 # Recipient states.
 QUEUED = "queued"
@@ -40,7 +40,7 @@ class Message(BaseModel):
     queue_id = peewee.CharField(primary_key=True, max_length=16)
     sender = peewee.TextField()  # "" for the null sender <>
     size = peewee.IntegerField()
-    received_at = peewee.FloatField()
+    received_at = peewee.FloatField(index=True)
     expires_at = peewee.FloatField()
     client_address = peewee.TextField()
     client_helo = peewee.TextField()
@@ -61,6 +61,7 @@ class Body(BaseModel):
 
 
 class Recipient(BaseModel):
+    id = peewee.AutoField()  # what peewee adds implicitly, spelled out so type checkers see it
     message = peewee.ForeignKeyField(Message, backref="recipients", on_delete="CASCADE", column_name="queue_id")
     address = peewee.TextField()
     domain = peewee.TextField(index=True)

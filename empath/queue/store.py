@@ -32,7 +32,10 @@ T = TypeVar("T")
 
 # Upgrades from one schema version to the next: MIGRATIONS[n] turns version n
 # into n + 1. Each runs inside the transaction that records the new version.
-MIGRATIONS: dict[int, Callable[[peewee.SqliteDatabase], None]] = {}
+MIGRATIONS: dict[int, Callable[[peewee.SqliteDatabase], None]] = {
+    # The metrics read the oldest message's age: MIN(received_at) from an index.
+    1: lambda db: db.execute_sql("CREATE INDEX IF NOT EXISTS message_received_at ON message (received_at)"),
+}
 
 
 class QueueError(Exception):
@@ -132,6 +135,22 @@ def lock_data_dir(data_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def lock_holder(data_dir: Path) -> int | None:
+    """The pid of the daemon holding the data directory's lock, or None when none runs."""
+    try:
+        fd = os.open(data_dir / "empath.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    finally:
+        os.close(fd)  # closing also drops a lock we took
+    return None
 
 
 def free_space(path: Path) -> int:

@@ -5,7 +5,9 @@ Every function here runs on the database thread (Store.call), each in one
 transaction, and touches rows through indexes only.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from empath.delivery import dsn, notices
 from empath.queue import ids, models
@@ -53,6 +55,12 @@ class Result:
 RETRY = "retry"
 
 
+@dataclass(frozen=True)
+class Recorded:
+    notices: list[str]  # queue ids of the notices made
+    removed: str | None = None  # the message left the queue: "bounced" if any recipient was, else "delivered"
+
+
 def claim(now: float, owner: str, lease_time: float, limit: int) -> list[Claimed]:
     """Lease up to ``limit`` due recipients, oldest due first.
 
@@ -73,11 +81,15 @@ def claim(now: float, owner: str, lease_time: float, limit: int) -> list[Claimed
     due = [
         row
         for state in PENDING
-        for row in Recipient.select(Recipient.next_attempt_at, *columns)
-        .where(Recipient.state == state, Recipient.next_attempt_at <= now)
-        .order_by(Recipient.next_attempt_at)
-        .limit(limit)
-        .tuples()
+        # peewee's stubs type .tuples() as yielding models; it yields tuples.
+        for row in cast(
+            Iterable[tuple[Any, ...]],
+            Recipient.select(Recipient.next_attempt_at, *columns)
+            .where(Recipient.state == state, Recipient.next_attempt_at <= now)
+            .order_by(Recipient.next_attempt_at)
+            .limit(limit)
+            .tuples(),
+        )
     ]
     due.sort(key=lambda row: row[0])
     rows = [row[1:] for row in due[:limit]]
@@ -131,9 +143,9 @@ class NoticeSettings:
     lifetime: float
 
 
-def record(queue_id: str, results: list[Result], now: float, settings: NoticeSettings) -> list[str]:
+def record(queue_id: str, results: list[Result], now: float, settings: NoticeSettings) -> Recorded:
     """Store the outcome of one delivery; queue any notices owed; drop the
-    message once every recipient is done. Returns the queue ids of notices made."""
+    message once every recipient is done. Returns the notices made and whether it was dropped."""
     for r in results:
         fields: dict = {"lease_owner": None, "lease_until": None}
         if r.state == RETRY:
@@ -159,12 +171,13 @@ def record(queue_id: str, results: list[Result], now: float, settings: NoticeSet
             detail = f"relay={r.remote or 'none'} status={r.status} {r.reply}"
             Event.create(queue_id=queue_id, recipient=row.address, at=now, kind=r.state, detail=detail[:2000])
     if any(row.lease_owner is not None for row in rows.values()):
-        return []  # another delivery of this message is under way; the last one reports
+        return Recorded([])  # another delivery of this message is under way; the last one reports
     made = _notices(queue_id, list(rows.values()), now, settings)
     if all(row.state in (DELIVERED, BOUNCED) for row in rows.values()):
         Message.delete().where(Message.queue_id == queue_id).execute()
         Event.create(queue_id=queue_id, at=now, kind="removed", detail="every recipient is done")
-    return made
+        return Recorded(made, BOUNCED if any(row.state == BOUNCED for row in rows.values()) else DELIVERED)
+    return Recorded(made)
 
 
 def _notices(queue_id: str, rows: list[Recipient], now: float, settings: NoticeSettings) -> list[str]:

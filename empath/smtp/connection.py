@@ -66,7 +66,7 @@ class Connection:
     def _drop_long_line(self, limit: int, timeout: float) -> bytes:
         head = bytes(self._in[:limit])
         del self._in[:limit]
-        last = head[-1:]
+        last: bytes | bytearray = head[-1:]
         while True:
             end = self._in.find(b"\n")
             if end != -1:

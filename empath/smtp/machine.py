@@ -118,6 +118,7 @@ class Machine:
         # An AUTH exchange in progress: (mechanism, username so far).
         self._auth: tuple[str, str | None] | None = None
         self._pending_user: str | None = None
+        self.auth_mechanism = ""  # of the last AUTH command
 
     # -- what the session asks -------------------------------------------------
 
@@ -292,6 +293,7 @@ class Machine:
             return self._fail(replies.BAD_SEQUENCE.with_text("Mail transaction in progress"))
         mechanism, _, initial = arg.partition(" ")
         mechanism = mechanism.upper()
+        self.auth_mechanism = mechanism  # for the audit log
         initial = initial.strip()
         if mechanism == "PLAIN":
             if initial:

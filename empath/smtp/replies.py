@@ -4,7 +4,7 @@ The server and the tests both use these names, so a test asserts against
 ``replies.RELAY_DENIED`` rather than a number copied by hand.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -12,13 +12,16 @@ class Reply:
     code: int
     status: str  # enhanced status code (RFC 3463), "" where none applies
     text: str
+    # The catalogue name in lower case (relay_denied), kept by with_text and
+    # format; for metrics and logs. Not part of a reply's identity.
+    name: str = field(default="", compare=False, repr=False)
 
     def with_text(self, text: str) -> "Reply":
-        return Reply(self.code, self.status, text)
+        return replace(self, text=text)
 
     def format(self, **fields: object) -> "Reply":
         """Fill the ``{placeholders}`` of a catalogue entry."""
-        return Reply(self.code, self.status, self.text.format(**fields))
+        return replace(self, text=self.text.format(**fields))
 
     def lines(self, enhanced: bool = True) -> list[str]:
         """The reply as SMTP lines without CRLF, multi-line when text has newlines."""
@@ -105,3 +108,21 @@ AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
 AUTH_NOT_AVAILABLE = Reply(502, "5.5.1", "Authentication not available on this listener")
 AUTH_TOO_MANY_FAILURES = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
 AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")
+
+
+def _name_the_catalogue() -> dict[tuple[int, str], str]:
+    """Give every catalogue entry its name; return the first name per (code, status)."""
+    first: dict[tuple[int, str], str] = {}
+    for key, value in list(globals().items()):
+        if isinstance(value, Reply) and key.isupper():
+            globals()[key] = replace(value, name=key.lower())
+            first.setdefault((value.code, value.status), key.lower())
+    return first
+
+
+_FIRST_NAME = _name_the_catalogue()
+
+
+def name_of(reply: Reply) -> str:
+    """The catalogue name of a reply (or of the first entry with its code and status; else "other")."""
+    return reply.name or _FIRST_NAME.get((reply.code, reply.status), "other")

@@ -12,6 +12,7 @@ from gevent.server import StreamServer
 
 from empath.config import Config, Listener
 from empath.log import event
+from empath.metrics import Metrics
 from empath.queue.store import GroupCommitter, free_space
 from empath.smtp import replies
 from empath.smtp.connection import Connection
@@ -50,6 +51,7 @@ class SmtpServer:
     listening: list[Listening] = field(default_factory=list)
     per_client: Counter = field(default_factory=Counter)
     accepting: bool = True
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.tls_context = tls_context(self.config)
@@ -97,6 +99,7 @@ class SmtpServer:
             stream.start()
             listening.stream = stream
             self.listening.append(listening)
+            self.metrics.listener(listener.name)
             event(log, "listening", listener=listener.name)
 
     def _accept(self, listening: Listening, sock: socket.socket, address: tuple) -> None:
@@ -115,13 +118,18 @@ class SmtpServer:
             event(log, "connection_refused", level=logging.WARNING, client=client, reason=refusal.text)
             conn.send(refusal.render())
             conn.close(linger=0.5)
+            self.metrics.connections.labels(listening.listener.name, "refused").inc()
             return
         session = Session(listening, conn, client)
         self.per_client[client] += 1
         self.sessions.add(gevent.getcurrent())
+        name = listening.listener.name
+        self.metrics.connections_open.labels(name).inc()
         try:
             session.run()
         finally:
+            self.metrics.connections_open.labels(name).dec()
+            self.metrics.connections.labels(name, outcome_label(getattr(session, "outcome", "error"))).inc()
             self.sessions.discard(gevent.getcurrent())
             self.per_client[client] -= 1
             if not self.per_client[client]:
@@ -139,3 +147,9 @@ class SmtpServer:
         if len(self.sessions):
             log.warning("ending %d session(s) still open after %gs", len(self.sessions), grace)
             self.sessions.kill(exception=Shutdown, block=True, timeout=10)
+
+
+def outcome_label(outcome: str) -> str:
+    """A session's outcome as a bounded label value (metrics.OUTCOMES)."""
+    label = outcome.replace(" ", "_")
+    return label if label in ("closed", "client_hung_up", "timeout", "shutdown") else "error"

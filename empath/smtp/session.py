@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from empath import threads
-from empath.log import event
+from empath.log import audit, event
 from empath.queue import ids
 from empath.queue.store import NewMessage, NewRecipient, QueueError, StorageFull
 from empath.smtp import replies, stamp
@@ -70,6 +70,7 @@ class Session:
             outcome = "internal error"
             self.conn.send(replies.INTERNAL_ERROR.render())
         finally:
+            self.outcome = outcome  # the server counts it
             self.conn.close()
             event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
 
@@ -80,6 +81,7 @@ class Session:
         elif self.conn.has_input(timeouts.greet_pause):
             event(log, "pregreet", level=logging.WARNING, client=self.client, trace_id=self.trace_id)
             self.conn.send(replies.PREGREET.render())
+            self.server.metrics.commands_rejected.labels(replies.PREGREET.name).inc()
             self.conn.close(linger=1.0)
             return
         self.conn.send(self.machine.greeting().render(enhanced=False))
@@ -115,6 +117,8 @@ class Session:
             gevent.sleep(step.delay)
         for reply in step.replies:
             self.conn.send(reply.render(enhanced=bool(reply.status)))
+            if reply.code >= 400:
+                self.server.metrics.commands_rejected.labels(replies.name_of(reply)).inc()
         action = step.action
         if action is Action.NONE:
             return True
@@ -147,7 +151,12 @@ class Session:
                 trace_id=self.trace_id,
             )
         assert self.server.tls_context is not None
-        self.conn.start_tls(self.server.tls_context, self.config.timeouts.tls_handshake)
+        try:
+            self.conn.start_tls(self.server.tls_context, self.config.timeouts.tls_handshake)
+        except (Exception, gevent.Timeout):
+            self.server.metrics.tls_handshakes.labels("failure").inc()
+            raise
+        self.server.metrics.tls_handshakes.labels("success").inc()
         self.machine.tls_started()
         event(
             log,
@@ -167,15 +176,17 @@ class Session:
         except UsersFileError as exc:
             log.error("AUTH unavailable: %s", exc)
             return self.machine.auth_unavailable()
-        event(
-            log,
+        audit(
             "auth",
             level=logging.INFO if ok else logging.WARNING,
             client=self.client,
+            listener=self.listening.listener.name,
             user=user,
+            mechanism=self.machine.auth_mechanism,
             result="success" if ok else "failure",
             trace_id=self.trace_id,
         )
+        self.server.metrics.auth.labels("success" if ok else "failure").inc()
         return self.machine.auth_result(ok)
 
     def _read_data(self) -> Step:
@@ -193,6 +204,8 @@ class Session:
                 "data_refused",
                 level=logging.WARNING,
                 client=self.client,
+                code=reader.error.code,
+                status=reader.error.status or None,
                 reply=reader.error.text,
                 trace_id=self.trace_id,
             )
@@ -248,6 +261,10 @@ class Session:
         except QueueError as exc:
             event(log, "queue_error", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
             return machine.queue_failed(replies.QUEUE_FAILURE)
+        metrics = self.server.metrics
+        metrics.messages_received.labels(self.listening.listener.name).inc()
+        metrics.received_bytes.labels(self.listening.listener.name).inc(len(message.body))
+        metrics.queue_in.inc()
         event(
             log,
             "queued",
@@ -258,7 +275,7 @@ class Session:
             size=len(message.body),
             recipients=len(recipients),
             tls=self.conn.tls_version,
-            auth_user=machine.auth_user,
+            user=machine.auth_user,
             trace_id=self.trace_id,
         )
         return machine.queued(queue_id)

@@ -57,6 +57,13 @@ def received(
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
+def received_local(*, user: str, hostname: str, queue_id: str, now: float) -> bytes:
+    """The Received header for mail handed over by a local program (sendmail)."""
+    safe_user = _UNSAFE_HELO.sub("?", user)
+    date = email.utils.formatdate(now, usegmt=True)
+    return f"Received: by {hostname} (Empath, from user {safe_user})\r\n\tid {queue_id}; {date}\r\n".encode()
+
+
 def header_names(body: bytes) -> set[str]:
     """Lower-case names of the fields in the message's header section."""
     names = set()

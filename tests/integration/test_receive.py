@@ -294,13 +294,13 @@ def test_one_log_line_per_accepted_message(make_daemon, certs):
     assert plain["sender"] == "alice@sender.test"
     assert plain["recipients"] == "2"
     assert int(plain["size"]) == len(daemon.body(plain_id))
-    assert "tls" not in plain and "auth_user" not in plain
+    assert "tls" not in plain and "user" not in plain
 
     assert auth["queue_id"] == auth_id
     assert auth["recipients"] == "1"
     assert int(auth["size"]) == len(daemon.body(auth_id))
     assert auth["tls"].startswith("TLSv1.")
-    assert auth["auth_user"] == "alice"
+    assert auth["user"] == "alice"
     # A refused message is not logged as queued.
     with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10) as client:
         client.ehlo("client.test")

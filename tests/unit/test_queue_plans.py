@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from empath.metrics import queue_counts
 from empath.queue import store, work
 from empath.queue.store import NewMessage, NewRecipient
 
@@ -78,3 +79,10 @@ def test_recording_an_outcome_touches_one_message_by_index(db):
     settings = work.NoticeSettings("mx.test", "postmaster@d.test", 0, 86400)
     statements = traced(db, work.record, claimed.queue_id, [result], time.time(), settings)
     assert_indexed(db, statements)
+
+
+def test_the_metrics_queue_figures_are_index_searches(db):
+    statements = traced(db, queue_counts)
+    assert len(statements) == 6  # one count per state, and the oldest receipt
+    assert_indexed(db, statements)
+    assert all("SEARCH" in plan for plan in plans(db, statements).values())
