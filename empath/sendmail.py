@@ -168,7 +168,8 @@ def build(opts: Options, message: bytes, config: Config, user: str, now: float, 
         raise UsageError("no recipients given (name them, or use -t)")
     sender = qualify(opts.sender, config.hostname) if opts.sender else qualify(user, config.hostname)
     boxes = list(dict.fromkeys(qualify(r, config.hostname) for r in recipients))
-    added = stamp.received_local(user=user, hostname=config.hostname, queue_id=queue_id, now=now)
+    trace_id = stamp.trace_from(message, config.hostname) or uuid.uuid4().hex
+    added = stamp.received_local(user=user, hostname=config.hostname, queue_id=queue_id, trace_id=trace_id, now=now)
     names = stamp.header_names(header + b"\r\n")
     if "from" not in names:
         display = email.utils.formataddr((opts.full_name or "", str(sender)))
@@ -187,7 +188,7 @@ def build(opts: Options, message: bytes, config: Config, user: str, now: float, 
         client_address="",
         client_helo="",
         listener="sendmail",
-        trace_id=uuid.uuid4().hex,
+        trace_id=trace_id,
         smtputf8=not all(str(b).isascii() for b in [sender, *boxes]),
         body_type="7BIT" if data.isascii() else "8BITMIME",
         events=[("received", f"from local user {user} via sendmail")],

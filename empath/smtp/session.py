@@ -219,6 +219,8 @@ class Session:
         queue_id = ids.new_id(now)
         machine = self.machine
         recipients = envelope.recipients
+        body = self._body
+        trace_id = stamp.trace_from(body, self.config.hostname) or self.trace_id
         header = stamp.received(
             helo=machine.helo or "unknown",
             client_address=self.client,
@@ -227,11 +229,11 @@ class Session:
                 machine.esmtp, machine.tls_active, machine.auth_user is not None, envelope.mail.smtputf8
             ),
             queue_id=queue_id,
+            trace_id=trace_id,
             tls=f"using {self.conn.tls_version} with cipher {self.conn.tls_cipher}" if machine.tls_active else None,
             recipient=recipients[0].address if len(recipients) == 1 else None,
             now=now,
         )
-        body = self._body
         if self.listening.listener.mode != "smtp":
             header += stamp.submission_headers(body, queue_id, self.config.hostname, now)
         message = NewMessage(
@@ -244,7 +246,7 @@ class Session:
             client_address=self.client,
             client_helo=machine.helo or "",
             listener=self.listening.listener.name,
-            trace_id=self.trace_id,
+            trace_id=trace_id,
             auth_user=machine.auth_user,
             smtputf8=envelope.mail.smtputf8,
             body_type=envelope.mail.body,
@@ -276,6 +278,7 @@ class Session:
             recipients=len(recipients),
             tls=self.conn.tls_version,
             user=machine.auth_user,
-            trace_id=self.trace_id,
+            trace_id=trace_id,
+            session_trace_id=self.trace_id if trace_id != self.trace_id else None,
         )
         return machine.queued(queue_id)

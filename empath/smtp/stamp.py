@@ -11,6 +11,8 @@ import re
 # (parentheses, semicolons, non-ASCII) could forge comments or clauses.
 _UNSAFE_HELO = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 
+_TRACE = re.compile(rb"\(Empath trace ([0-9a-f]{32}) on ([^)\s]+)\)")
+
 _WITH = {
     (False, False, False): "SMTP",
     (True, False, False): "ESMTP",
@@ -36,6 +38,7 @@ def received(
     hostname: str,
     with_: str,
     queue_id: str,
+    trace_id: str,
     tls: str | None,
     recipient: str | None,
     now: float,
@@ -49,6 +52,7 @@ def received(
     lines = [
         f"Received: from {_UNSAFE_HELO.sub('?', helo)} ([{literal}])",
         f"\tby {hostname} (Empath) with {with_} id {queue_id}",
+        f"\t{_trace_comment(trace_id, hostname)}",
     ]
     if tls:
         lines.append(f"\t({tls})")
@@ -57,11 +61,31 @@ def received(
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
-def received_local(*, user: str, hostname: str, queue_id: str, now: float) -> bytes:
+def received_local(*, user: str, hostname: str, queue_id: str, trace_id: str, now: float) -> bytes:
     """The Received header for mail handed over by a local program (sendmail)."""
     safe_user = _UNSAFE_HELO.sub("?", user)
     date = email.utils.formatdate(now, usegmt=True)
-    return f"Received: by {hostname} (Empath, from user {safe_user})\r\n\tid {queue_id}; {date}\r\n".encode()
+    return (
+        f"Received: by {hostname} (Empath, from user {safe_user})\r\n"
+        f"\t{_trace_comment(trace_id, hostname)}\r\n\tid {queue_id}; {date}\r\n"
+    ).encode()
+
+
+def _trace_comment(trace_id: str, hostname: str) -> str:
+    return f"(Empath trace {trace_id} on {hostname})"
+
+
+def trace_from(body: bytes, hostname: str) -> str | None:
+    """The trace id of an earlier pass through this host, from our own Received
+    header, so a message that comes back (from the office server, a forward)
+    keeps one trace in the logs."""
+    header = body.split(b"\r\n\r\n", 1)[0]
+    m = _TRACE.search(header)
+    while m is not None:
+        if m.group(2).decode("ascii", "replace") == hostname:
+            return m.group(1).decode()
+        m = _TRACE.search(header, m.end())
+    return None
 
 
 def header_names(body: bytes) -> set[str]:

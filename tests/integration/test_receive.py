@@ -109,7 +109,9 @@ def test_received_header_names_the_single_recipient_and_the_queue_id(daemon):
     header, _ = split_received(daemon.body(queue_id))
     text = header.decode()
     assert text.startswith("Received: from client.test ([127.0.0.1])\r\n")
+    [(trace_id,)] = daemon.query("SELECT trace_id FROM message WHERE queue_id = ?", queue_id)
     assert f"\tby mx.test.example (Empath) with ESMTP id {queue_id}\r\n" in text
+    assert f"\t(Empath trace {trace_id} on mx.test.example)\r\n" in text
     assert text.count("for <") == 1
     assert "\tfor <bob@local.test>; " in text
 
@@ -307,3 +309,14 @@ def test_one_log_line_per_accepted_message(make_daemon, certs):
         client.mail("alice@sender.test")
         assert client.rcpt("carol@remote.test")[0] == replies.RELAY_DENIED.code
     assert len(queued_log_lines(daemon.log())) == 2
+
+
+def test_a_message_coming_back_keeps_its_trace_id(daemon):
+    # Relayed out and handed back (by the office server, a forward), a message
+    # carries our Received header; the second pass logs under the same trace.
+    first = send(daemon.ports.smtp, "alice@sender.test", ["bob@local.test"], BODY)
+    again = send(daemon.ports.smtp, "bob@local.test", ["carol@local.test"], daemon.body(first))
+    fresh = send(daemon.ports.smtp, "alice@sender.test", ["dave@local.test"], BODY)
+    traces = dict(daemon.query("SELECT queue_id, trace_id FROM message"))
+    assert traces[again] == traces[first] != traces[fresh]
+    assert f"queue_id={again}" in daemon.log() and "session_trace_id=" in daemon.log()

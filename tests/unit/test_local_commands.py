@@ -76,7 +76,10 @@ def test_build_adds_headers_qualifies_names_and_keeps_the_body():
     msg = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ")
     assert msg.sender == "backup@host.test"
     assert [r.address for r in msg.recipients] == ["root@host.test", "secret@x.test"]
-    assert msg.body.startswith(b"Received: by host.test (Empath, from user backup)\r\n\tid 01ABCDEFGHJKMNPQ;")
+    assert msg.body.startswith(
+        f"Received: by host.test (Empath, from user backup)\r\n\t(Empath trace {msg.trace_id} on host.test)\r\n"
+        "\tid 01ABCDEFGHJKMNPQ;".encode()
+    )
     assert b"From: Cron Daemon <backup@host.test>\r\n" in msg.body
     assert b"Message-ID: <01ABCDEFGHJKMNPQ." in msg.body and b"\r\nDate: " in msg.body
     assert b"Bcc:" not in msg.body and b"secret" not in msg.body

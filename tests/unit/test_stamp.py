@@ -4,7 +4,7 @@ import email.utils
 
 import pytest
 
-from empath.smtp.stamp import header_names, protocol, received, submission_headers
+from empath.smtp.stamp import header_names, protocol, received, submission_headers, trace_from
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
@@ -34,6 +34,7 @@ def stamp(**overrides) -> bytes:
         hostname="mx.example.test",
         with_="ESMTPS",
         queue_id="01HF0000000000AB",
+        trace_id="0123456789abcdef0123456789abcdef",
         tls="using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384",
         recipient="u@example.test",
         now=NOW,
@@ -50,6 +51,7 @@ def test_received_header():
     assert lines[0] == "Received: from client.example ([192.0.2.7])"
     assert all(line.startswith("\t") for line in lines[1:])  # folded
     assert "\tby mx.example.test (Empath) with ESMTPS id 01HF0000000000AB" in lines
+    assert "\t(Empath trace 0123456789abcdef0123456789abcdef on mx.example.test)" in lines
     assert "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)" in lines
     assert lines[-1] == "\tfor <u@example.test>; Tue, 14 Nov 2023 22:13:20 GMT"
     # No bare CR or LF, and no line longer than RFC 5322's 78 recommended.
@@ -72,7 +74,7 @@ def test_received_without_tls_has_no_tls_comment():
     text = stamp(tls=None, with_="ESMTP").decode()
     assert "(using" not in text
     assert "with ESMTP id" in text
-    assert text.count("\r\n") == 3
+    assert text.count("\r\n") == 4  # from, by, the trace comment, for
 
 
 def test_received_ipv6_client_is_an_address_literal():
@@ -129,9 +131,20 @@ def test_received_header_neutralises_helo_that_would_forge_clauses():
         hostname="mx.test",
         with_="ESMTP",
         queue_id="Q",
+        trace_id="0" * 32,
         tls=None,
         recipient=None,
         now=0,
     )
     first = header.split(b"\r\n")[0]
     assert first == b"Received: from evil??by?trusted.example???x ([192.0.2.1])"
+
+
+def test_trace_from_our_own_received_header_only():
+    ours = stamp(hostname="mx.example.test") + b"Subject: back again\r\n\r\nbody\r\n"
+    assert trace_from(ours, "mx.example.test") == "0123456789abcdef0123456789abcdef"
+    assert trace_from(ours, "other.example") is None  # another host's header
+    in_body = b"Subject: x\r\n\r\n(Empath trace 0123456789abcdef0123456789abcdef on mx.example.test)\r\n"
+    assert trace_from(in_body, "mx.example.test") is None  # only the header section counts
+    forged = b"Received: by x\r\n\t(Empath trace NOT-HEX-AT-ALL-NOT-HEX-AT-ALL-XX on mx.example.test)\r\n\r\n"
+    assert trace_from(forged, "mx.example.test") is None
