@@ -595,6 +595,6 @@ def load(path: str | Path) -> Config:
         raise ConfigError([f"cannot read {config_path}: {exc}"]) from None
     try:
         doc = tomlkit.parse(text).unwrap()
-    except tomlkit.exceptions.ParseError as exc:
+    except tomlkit.exceptions.TOMLKitError as exc:  # ParseError, and KeyAlreadyPresent for a repeated key
         raise ConfigError([f"{config_path}: not valid TOML: {exc}"]) from None
     return validate(doc, text, config_path, default_hostname=socket.getfqdn())
