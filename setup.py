@@ -13,6 +13,10 @@ setup(
         "dnspython>=2.6",
         "prometheus-client>=0.20",
         "rich>=13",
+        # DKIM signing (empath/dkim.py); its ed25519 extra brings PyNaCl for Ed25519 keys.
+        "dkimpy[ed25519]>=1.1",
+        # empathctl dkim keygen: RSA and Ed25519 key generation.
+        "cryptography>=42",
     ],
     extras_require={
         "test": [
@@ -31,6 +35,11 @@ setup(
             # As /usr/sbin/sendmail and /usr/bin/mailq for local programs (docs/local-mail.md).
             "sendmail = empath.sendmail:main",
             "mailq = empath.mailq:main",
+        ],
+        # The plug-ins Empath ships, by name for [[plugins]] call = "..." (docs/plugins.md).
+        "empath.plugins": [
+            "blocklist = empath.plugins.blocklist:check",
+            "tagger = empath.plugins.tagger:tag",
         ],
     },
 )

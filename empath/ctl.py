@@ -1,11 +1,13 @@
-"""``empathctl``: the operator's tool. For now: the AUTH users file."""
+"""``empathctl``: the operator's tool. The AUTH users file here; the other verbs are
+registered from their own modules (control/cli.py, backup_cli.py, dkim_cli.py, top.py)."""
 
 import argparse
 import getpass
 import sys
 
-from empath import backup_cli, users
+from empath import backup_cli, dkim_cli, top, users
 from empath import config as config_module
+from empath.control import cli as control_cli
 
 
 def _users_path(config: config_module.Config):
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     remove.add_argument("name")
     user_verbs.add_parser("list", help="list user names")
     backup_cli.add_verbs(verbs)
+    dkim_cli.add_verbs(verbs)
+    control_cli.add_verbs(verbs)
+    top.add_verbs(verbs)
     args = parser.parse_args(argv)
 
     try:
@@ -71,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.verb in backup_cli.VERBS:
         return backup_cli.command(args, config)
+    if args.verb in dkim_cli.VERBS:
+        return dkim_cli.command(args, config)
+    if args.verb in control_cli.VERBS:
+        return control_cli.command(args, config)
+    if args.verb in top.VERBS:
+        return top.command(args, config)
     try:
         return user_command(args, config)
     except (users.UsersFileError, OSError) as exc:

@@ -1,50 +1,77 @@
-"""The daemon's wiring: queue, writer, listeners, delivery, signals, and a clean stop."""
+"""The daemon's wiring: queue, writer, listeners, delivery, the control socket, signals,
+reloads, and a clean stop."""
 
 import logging
 import os
 import signal
+import time
 
 import gevent
 import gevent.event
 
 from empath import __version__
+from empath import config as config_module
 from empath.config import Config
 from empath.config.load import read_password
+from empath.control import reload as reloading
+from empath.control import sockfile, tokens
+from empath.control.server import ControlServer
+from empath.control.verbs import DaemonVerbs
 from empath.delivery.connections import ConnectionPool
 from empath.delivery.courier import Courier
 from empath.delivery.dns import Resolver
 from empath.delivery.scheduler import Scheduler
-from empath.log import event
+from empath.log import audit, event, set_level
 from empath.metrics import Metrics
+from empath.plugins import loader as plugins_loader
 from empath.queue.store import GroupCommitter, Store, lock_data_dir
-from empath.smtp.server import SmtpServer
+from empath.smtp.server import SmtpServer, tls_context
+from empath.users import Users
 
 log = logging.getLogger("empath")
+
+
+def _credentials(config: Config) -> tuple[str, str] | None:
+    smarthost = config.smarthost
+    if smarthost is not None and smarthost.username and smarthost.password_file:
+        return smarthost.username, read_password(smarthost.password_file)
+    return None
+
+
+def _tokens(config: Config) -> tuple[tokens.Token, ...] | None:
+    path = config.control.tokens_file
+    return tokens.read(path) if path is not None else None
 
 
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
+        self.started_at = time.time()
+        self.restart_needed: list[str] = []  # settings a reload changed that wait for a restart
         d = config.delivery
         self.store = Store(config.database_path, config.queue.max_size)
         self.pool = ConnectionPool(d.idle_time, d.max_messages_per_connection)
-        smarthost = config.smarthost
-        credentials = None
-        if smarthost is not None and smarthost.username and smarthost.password_file:
-            credentials = (smarthost.username, read_password(smarthost.password_file))
-        resolver = Resolver(d.nameservers, d.dns_timeout)
-        courier = Courier(config, resolver, self.pool, credentials)
+        self.resolver = Resolver(d.nameservers, d.dns_timeout)
+        self.plugins = plugins_loader.load(config)
+        courier = Courier(config, self.resolver, self.pool, _credentials(config), self.plugins)
         self.committer = GroupCommitter(self.store, config.queue.commit_timeout)
         self.metrics = Metrics()
         self.scheduler = Scheduler(config, self.store, self.committer, courier, metrics=self.metrics)
         self.committer.on_commit = self.scheduler.wake
-        self.server = SmtpServer(config, self.committer, metrics=self.metrics)
-        self._watch(resolver)
+        self.server = SmtpServer(config, self.committer, metrics=self.metrics, plugins=self.plugins)
+        self._watch(self.resolver)
+        self.control = ControlServer(
+            config.control_socket, config.control.group, _tokens(config), DaemonVerbs(self)
+        )
         self._stop = gevent.event.Event()
         self._lock_fd: int | None = None
 
     def start(self) -> None:
         self._lock_fd = lock_data_dir(self.config.data_dir)
+        try:
+            self.control.bind()
+        except sockfile.SocketFileError as exc:
+            raise OSError(str(exc)) from None
         self.store.open()
         if self.config.metrics_address is not None:
             self.metrics.serve(*self.config.metrics_address)
@@ -52,6 +79,7 @@ class Daemon:
         self.server.start()
         self.pool.start()
         self.scheduler.start()
+        self.control.serve()
         event(log, "started", version=__version__, pid=os.getpid(), data_dir=str(self.config.data_dir))
 
     def _watch(self, resolver: Resolver) -> None:
@@ -70,13 +98,15 @@ class Daemon:
         """Start, serve until SIGTERM or SIGINT, then stop without losing accepted mail.
 
         SIGUSR1 makes every deferred message due now (as ``postqueue -f``);
-        SIGUSR2 wakes the scheduler to look for new mail (the sendmail command's nudge).
+        SIGUSR2 wakes the scheduler to look for new mail (the sendmail command's nudge);
+        SIGHUP reloads the config (as ``empathctl reload``).
         """
         self.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, self.request_stop)
         gevent.signal_handler(signal.SIGUSR1, lambda: gevent.spawn(self.scheduler.flush))
         gevent.signal_handler(signal.SIGUSR2, self.scheduler.wake)  # sendmail queued something
+        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._reload_on_signal))
         self._stop.wait()
         self.stop()
 
@@ -86,6 +116,7 @@ class Daemon:
         self.server.stop_listening()
         self.server.drain(grace)
         self.scheduler.stop(grace)
+        self.control.stop()
         # Every session and delivery is done, so nothing waits on the writer any more.
         self.committer.stop()
         self.pool.close_all()
@@ -95,3 +126,49 @@ class Daemon:
             os.close(self._lock_fd)
             self._lock_fd = None
         event(log, "stopped")
+
+    # -- reload -----------------------------------------------------------------------
+
+    def reload(self) -> dict:
+        """Read and check the config file again, and put it in force.
+
+        A config that does not validate is refused (ReloadRefused with its
+        problems) and the running one stays. Settings that only a restart can
+        change keep their running values (control/reload.py) and are reported.
+        """
+        path = self.config.path
+        try:
+            new = config_module.load(path)
+            problems = config_module.check_files(new)
+            if problems:
+                raise config_module.ConfigError(problems)
+        except config_module.ConfigError as exc:
+            audit("reload", level=logging.WARNING, config=str(path), result="refused", problems=exc.problems)
+            raise reloading.ReloadRefused(exc.problems) from None
+        config, self.restart_needed = reloading.effective(self.config, new)
+        self._apply(config)
+        self.plugins.reload()  # plug-ins re-read their own files (the block list)
+        audit("reload", config=str(path), result="applied", restart_needed=self.restart_needed or None)
+        return {"config": str(path), "restart_needed": self.restart_needed}
+
+    def _apply(self, config: Config) -> None:
+        """Swap ``config`` into every part that holds it; new sessions and deliveries see it."""
+        server = self.server
+        server.config = config
+        server.tls_context = tls_context(config)
+        if config.users_file != self.config.users_file:
+            server.users = Users(config.users_file) if config.users_file is not None else None
+        for listening in server.listening:
+            listening.policy = server.policy(listening.listener)
+        self.committer.timeout = config.queue.commit_timeout
+        self.scheduler.courier = Courier(config, self.resolver, self.pool, _credentials(config), self.plugins)
+        self.scheduler.reconfigure(config)
+        self.control.tokens = _tokens(config)
+        set_level(config.log_level)
+        self.config = config
+
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reload()
+        except reloading.ReloadRefused as exc:
+            log.warning("SIGHUP: the config was not reloaded; the running one stays: %s", "; ".join(exc.problems))

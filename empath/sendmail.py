@@ -7,7 +7,8 @@ stopped; a running daemon is then nudged to deliver it at once.
 
 Flags: -t (recipients from To/Cc/Bcc; Bcc is removed), -f/-r SENDER,
 -F NAME, -i / -oi (a lone dot does not end the input), -bm (the default),
--bp (list the queue, as mailq), -q (retry the deferred queue now), -C FILE
+-bs (an SMTP dialogue on stdin and stdout: stdio_smtp.py), -bp (list the
+queue, as mailq), -q (retry the deferred queue now), -C FILE
 (the config; default $EMPATH_CONFIG, then /etc/empath/empath.toml), -- and
 recipients as arguments. Other -o options and -v are accepted and ignored,
 as sendmail does. Exit codes follow sysexits.h.
@@ -24,12 +25,11 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from empath import addresses, mailq
+from empath import addresses, dkim, mailq, submit
 from empath.config import Config, ConfigError, load, local_config_path
 from empath.delivery import wire
 from empath.queue import ids, store
 from empath.queue.store import NewMessage, NewRecipient, QueueError
-from empath.smtp import stamp
 
 # sysexits.h
 EX_OK = 0
@@ -39,6 +39,7 @@ EX_NOUSER = 67
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
+EX_PROTOCOL = 76
 EX_CONFIG = 78
 
 
@@ -48,7 +49,7 @@ class UsageError(Exception):
 
 @dataclass
 class Options:
-    mode: str = "deliver"  # deliver, list, flush
+    mode: str = "deliver"  # deliver, smtp (-bs), list, flush
     from_headers: bool = False  # -t
     dot_ends: bool = True  # cleared by -i / -oi
     sender: str | None = None
@@ -94,9 +95,9 @@ def parse_args(argv: list[str]) -> Options:
             elif not attached:
                 value("-o")  # "-o X": an option we do not use
         elif flag == "-b":
-            modes = {"m": "deliver", "p": "list"}
+            modes = {"m": "deliver", "p": "list", "s": "smtp"}
             if attached not in modes:
-                raise UsageError(f"-b{attached} is not supported (use -bm or -bp)")
+                raise UsageError(f"-b{attached} is not supported (use -bm, -bs or -bp)")
             opts.mode = modes[attached]
         elif flag == "-q":
             opts.mode = "flush"
@@ -157,8 +158,10 @@ def qualify(address: str, domain: str) -> addresses.Mailbox:
     return addresses.parse_mailbox(text, utf8=True)
 
 
-def build(opts: Options, message: bytes, config: Config, user: str, now: float, queue_id: str) -> NewMessage:
-    """The queue entry for a message handed to sendmail (pure)."""
+def build(
+    opts: Options, message: bytes, config: Config, user: str, now: float, queue_id: str
+) -> tuple[NewMessage, dkim.Signing]:
+    """The queue entry for a message handed to sendmail, and its DKIM signing (pure but for the key)."""
     header, body = split_header(message)
     recipients = list(opts.recipients)
     if opts.from_headers:
@@ -168,31 +171,22 @@ def build(opts: Options, message: bytes, config: Config, user: str, now: float, 
         raise UsageError("no recipients given (name them, or use -t)")
     sender = qualify(opts.sender, config.hostname) if opts.sender else qualify(user, config.hostname)
     boxes = list(dict.fromkeys(qualify(r, config.hostname) for r in recipients))
-    trace_id = stamp.trace_from(message, config.hostname) or uuid.uuid4().hex
-    added = stamp.received_local(user=user, hostname=config.hostname, queue_id=queue_id, trace_id=trace_id, now=now)
-    names = stamp.header_names(header + b"\r\n")
-    if "from" not in names:
-        display = email.utils.formataddr((opts.full_name or "", str(sender)))
-        added += f"From: {display}\r\n".encode()
-    added += stamp.submission_headers(header + b"\r\n", queue_id, config.hostname, now)
-    data = added + header + body
     # Local programs send anything: make it what SMTP would have carried.
-    data = b"".join(line + b"\r\n" for line in wire.lines(data))
-    return NewMessage(
-        queue_id=queue_id,
+    data = b"".join(line + b"\r\n" for line in wire.lines(header + body))
+    envelope = submit.Envelope(
         sender=str(sender),
-        body=data,
         recipients=[NewRecipient(str(b), b.domain) for b in boxes],
-        received_at=now,
-        expires_at=now + config.queue.lifetime,
-        client_address="",
-        client_helo="",
-        listener="sendmail",
-        trace_id=trace_id,
         smtputf8=not all(str(b).isascii() for b in [sender, *boxes]),
         body_type="7BIT" if data.isascii() else "8BITMIME",
-        events=[("received", f"from local user {user} via sendmail")],
     )
+    origin = submit.LocalUser(user, opts.full_name)
+    return submit.compose(config, origin, envelope, data, queue_id, now, uuid.uuid4().hex)
+
+
+def warn_unsigned(signing: dkim.Signing) -> None:
+    """A message queued without a signature it should have: say so, the message is not lost."""
+    for key, why in signing.failed:
+        print(f"sendmail: queued unsigned by {key.domain} (DKIM selector {key.selector}): {why}", file=sys.stderr)
 
 
 def enqueue(config: Config, msg: NewMessage) -> None:
@@ -236,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     if opts.mode == "list":
         return mailq.show(config)
+    if opts.mode == "smtp":
+        # Imported here: only -bs needs gevent and the SMTP machine.
+        from empath import stdio_smtp
+
+        return stdio_smtp.serve(config, getpass.getuser())
     if opts.mode == "flush":
         if not nudge(config, signal.SIGUSR1):
             print("sendmail: the Empath daemon is not running; mail will go when it starts", file=sys.stderr)
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(message) > config.limits.max_message_size:
             print(f"sendmail: message larger than {config.limits.max_message_size} bytes", file=sys.stderr)
             return EX_DATAERR
-        msg = build(opts, message, config, getpass.getuser(), now, queue_id)
+        msg, signing = build(opts, message, config, getpass.getuser(), now, queue_id)
     except UsageError as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_USAGE
@@ -265,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - peewee/sqlite errors: one clear line, not a traceback
         print(f"sendmail: cannot queue the message in {config.database_path}: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
+    warn_unsigned(signing)
     nudge(config, signal.SIGUSR2)
     return EX_OK
 

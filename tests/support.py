@@ -4,6 +4,7 @@ Everything here talks to loopback only, on ports picked free at run time,
 and waits by polling with a deadline, never by sleeping a fixed time.
 """
 
+import json
 import os
 import signal
 import socket
@@ -62,6 +63,7 @@ class Daemon:
     certs: "Certs | None" = None
     sections: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    extra: str = ""  # TOML appended as it is: arrays of tables such as [[plugins]]
 
     def __post_init__(self):
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,7 @@ class Daemon:
             lines.append(f"[{name}]")
             lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
             lines.append("")
-        return "\n".join(lines)
+        return "\n".join(lines) + self.extra
 
     def write_config(self) -> Path:
         self.config_path.write_text(self.config_text())
@@ -209,6 +211,55 @@ class Daemon:
 
     def body(self, queue_id: str) -> bytes:
         return self.query("SELECT data FROM body WHERE queue_id = ?", queue_id)[0][0]
+
+    # -- the control socket ---------------------------------------------------
+
+    @property
+    def control_socket(self) -> Path:
+        return Path(self.sections.get("control", {}).get("socket") or self.data_dir / "control.sock")
+
+    def control(self, verb: str, args: dict | None = None, token: str | None = None, raw: bytes | None = None) -> dict:
+        """One request on the control socket (``raw``: these bytes as they are); the reply object."""
+        from empath.control import protocol, sockfile
+
+        with sockfile.connect(self.control_socket, timeout=10) as sock:
+            sock.sendall(raw if raw is not None else protocol.encode_request(verb, args or {}, token))
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return json.loads(reply)
+
+
+EMPATHCTL = ROOT / ".venv" / "bin" / "empathctl"
+
+
+def empathctl(daemon: Daemon, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``empathctl --config DAEMON'S-CONFIG ARGS…``; its output as text."""
+    return subprocess.run(
+        [str(EMPATHCTL), "--config", str(daemon.config_path), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def send_message(daemon: Daemon, rcpts: list[str], tag: str = "hello") -> str:
+    """Send one message from alice@sender.test over the smtp listener; its queue id."""
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=30) as client:
+        client.ehlo("client.test")
+        assert client.mail("alice@sender.test")[0] == 250
+        for rcpt in rcpts:
+            assert client.rcpt(rcpt)[0] == 250
+        code, text = client.data(f"Subject: {tag}\r\n\r\nbody of {tag}\r\n".encode())
+        assert code == 250, text
+        return text.decode().rsplit(" ", 1)[1]
 
 
 @dataclass

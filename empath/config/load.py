@@ -16,21 +16,29 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
+from empath import dkim
 from empath.addresses import AddressError, parse_domain
 from empath.config import values
 from empath.config.model import (
+    DKIM_ALGORITHMS,
     MODES,
     TLS_POLICIES,
     Config,
+    ControlSettings,
     Delivery,
+    DkimKey,
     DomainPolicy,
     Limits,
     Listener,
     NextHop,
+    PluginSpec,
     QueueSettings,
     Smarthost,
     Timeouts,
 )
+from empath.control.settings import control_problems
+from empath.plugins import loader as plugins_loader
+from empath.plugins.api import HOOKS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -50,6 +58,9 @@ SECTIONS = (
     "delivery",
     "smarthost",
     "domains",
+    "plugins",
+    "control",
+    "dkim",
 )
 
 
@@ -249,31 +260,46 @@ def _queue(r: _Reader, doc: dict) -> QueueSettings:
     )
 
 
+def _tables(r: _Reader, doc: dict, name: str, keys: tuple[str, ...], required: int) -> list[tuple[str, dict]]:
+    """The ``[[name]]`` tables as (where, table), with unknown and missing keys reported.
+
+    ``keys`` are the keys a table may have; the first ``required`` of them it must have.
+    """
+    raw = _plain(doc.get(name, []))
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        r.problem(name, f"must be an array of tables: [[{name}]]")
+        return []
+    tables = []
+    for i, entry in enumerate(raw):
+        where = f"{name}[{i}]"
+        for key in entry:
+            if key not in keys:
+                r.problem(f"{where}.{key}", "unknown key")
+        for key in keys[:required]:
+            if key not in entry:
+                r.problem(where, f"{key} is required")
+        tables.append((where, entry))
+    return tables
+
+
 def _listeners(r: _Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
     """The valid listeners, each with its index among the [[listeners]] tables."""
-    raw = _plain(doc.get("listeners", []))
-    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
-        r.problem("listeners", "must be an array of tables: [[listeners]]")
-        return ()
+    tables = _tables(r, doc, "listeners", ("address", "mode", "plugins"), required=1)
     result = []
     seen = set()
-    for i, entry in enumerate(raw):
-        where = f"listeners[{i}]"
-        for key in entry:
-            if key not in ("address", "mode"):
-                r.problem(f"{where}.{key}", "unknown key")
+    for i, (where, entry) in enumerate(tables):
         if "address" not in entry:
-            r.problem(where, "address is required")
             continue
         host_port = r.get(entry, "address", None, _host_port, f"{where}.address")
         mode = r.get(entry, "mode", "smtp", _choice(MODES), f"{where}.mode")
+        plugins = r.get(entry, "plugins", None, lambda v: tuple(_string_list(v)), f"{where}.plugins")
         if host_port is None:
             continue
         if host_port in seen:
             r.problem(f"{where}.address", "the same address is listed twice")
         seen.add(host_port)
-        result.append((i, Listener(host_port[0], host_port[1], mode)))
-    if not raw:
+        result.append((i, Listener(host_port[0], host_port[1], mode, plugins)))
+    if _plain(doc.get("listeners", [])) == []:
         r.problem("listeners", "at least one [[listeners]] entry is required")
     return tuple(result)
 
@@ -461,6 +487,105 @@ def _domains(r: _Reader, doc: dict, delivery: Delivery) -> dict[str, DomainPolic
     return result
 
 
+def _control(r: _Reader, doc: dict, path: Callable[[Any], Path]) -> ControlSettings:
+    t = r.table(doc, "control", {"socket", "group", "tokens_file"})
+
+    def socket_path(value: Any) -> Path:
+        result = path(value)
+        # Bound through the directory (/proc/self/fd/N/NAME), so only the name
+        # counts against the 107 bytes of a Unix socket address.
+        if len(result.name.encode()) > 64:
+            raise ValueError("the socket's file name must be at most 64 bytes")
+        return result
+
+    return ControlSettings(
+        socket=r.get(t, "socket", None, socket_path, "control.socket"),
+        group=r.get(t, "group", None, _login, "control.group"),
+        tokens_file=r.get(t, "tokens_file", None, path, "control.tokens_file"),
+    )
+
+
+_PLUGIN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_CALL = re.compile(rf"^{_DOTTED}:{_DOTTED}$|^[A-Za-z0-9_.-]+$")
+PLUGIN_KEYS = ("name", "hook", "call", "timeout", "on_error", "options")
+ON_ERROR = ("tempfail", "continue")
+
+
+def _plugin_name(value: Any) -> str:
+    if not _PLUGIN_NAME.match(_string(value)):
+        raise ValueError("must be 1 to 64 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _hooks(value: Any) -> tuple[str, ...]:
+    names = [value] if isinstance(value, str) else _string_list(value)
+    for name in names:
+        if name not in HOOKS:
+            raise ValueError(f"{name!r} is not a hook; hooks are {', '.join(HOOKS)}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError("must name each hook once")
+    return tuple(names)
+
+
+def _call(value: Any) -> str:
+    if not _CALL.match(_string(value)):
+        raise ValueError("must be package.module:function, or the name of an empath.plugins entry point")
+    return value
+
+
+def _options(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError("must be a table, such as options = { file = \"/etc/empath/blocked\" }")
+    return value
+
+
+def _plugins(r: _Reader, doc: dict) -> tuple[PluginSpec, ...]:
+    specs = []
+    names: set[str] = set()
+    d = PluginSpec("", (), "")
+    for i, (where, entry) in enumerate(_tables(r, doc, "plugins", PLUGIN_KEYS, required=3)):
+        name = r.get(entry, "name", None, _plugin_name, f"{where}.name")
+        hooks = r.get(entry, "hook", None, _hooks, f"{where}.hook")
+        call = r.get(entry, "call", None, _call, f"{where}.call")
+        timeout = r.get(entry, "timeout", d.timeout, _positive_duration, f"{where}.timeout")
+        on_error = r.get(entry, "on_error", d.on_error, _choice(ON_ERROR), f"{where}.on_error")
+        options = r.get(entry, "options", {}, _options, f"{where}.options")
+        if name in names:
+            r.problem(f"{where}.name", "another [[plugins]] has this name")
+        names.add(name)
+        if name is not None and hooks is not None and call is not None:
+            specs.append(PluginSpec(name, hooks, call, timeout, on_error, options, i))
+    return tuple(specs)
+
+
+DKIM_KEYS = ("domain", "selector", "key_file", "algorithm")  # the first three are required
+
+
+def _selector(value: Any) -> str:
+    text = _string(value)
+    if not dkim.valid_selector(text):
+        raise ValueError(f"{text!r} is not a selector: DNS labels (letters, digits, hyphens) joined by dots")
+    return text
+
+
+def _dkim(r: _Reader, doc: dict, path: Callable[[Any], Path]) -> tuple[DkimKey, ...]:
+    keys = []
+    seen = set()
+    for i, (where, entry) in enumerate(_tables(r, doc, "dkim", DKIM_KEYS, required=3)):
+        domain = r.get(entry, "domain", None, lambda v: _domain(_string(v)), f"{where}.domain")
+        selector = r.get(entry, "selector", None, _selector, f"{where}.selector")
+        key_file = r.get(entry, "key_file", None, path, f"{where}.key_file")
+        algorithm = r.get(entry, "algorithm", "rsa-sha256", _choice(DKIM_ALGORITHMS), f"{where}.algorithm")
+        if domain is None or selector is None or key_file is None:
+            continue
+        if (domain, selector.lower()) in seen:
+            r.problem(f"{where}.selector", f"another [[dkim]] table signs for {domain} with this selector")
+        seen.add((domain, selector.lower()))
+        keys.append(DkimKey(domain, selector, key_file, algorithm, i))
+    return tuple(keys)
+
+
 def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "localhost") -> Config:
     """Turn a parsed document into a Config, or raise ConfigError listing every problem."""
     r = _Reader(text)
@@ -514,6 +639,12 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
                 f"listeners[{i}].mode", "submission needs [tls] and auth.users_file: clients must log in over TLS"
             )
 
+    plugins = _plugins(r, doc)
+    for i, listener in numbered:
+        for name in listener.plugins or ():
+            if name not in {spec.name for spec in plugins}:
+                r.problem(f"listeners[{i}].plugins", f"no [[plugins]] table is named {name!r}")
+
     if metrics_address in {(listener.host, listener.port) for listener in listeners}:
         r.problem("server.metrics_address", "is also the address of a listener")
 
@@ -538,6 +669,9 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         smarthost=_smarthost(r, doc, delivery, path),
         domains=_domains(r, doc, delivery),
         metrics_address=metrics_address,
+        plugins=plugins,
+        control=_control(r, doc, path),
+        dkim=_dkim(r, doc, path),
     )
     if r.problems:
         raise ConfigError(r.problems)
@@ -546,7 +680,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
 
 def check_files(config: Config) -> list[str]:
     """Problems with the files the config names: they must exist and load."""
-    problems = []
+    problems = _plugin_problems(config)
     if config.tls_certificate is not None and config.tls_key is not None:
         try:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -564,12 +698,43 @@ def check_files(config: Config) -> list[str]:
             read_password(config.smarthost.password_file)
         except ValueError as exc:
             problems.append(f"smarthost.password_file: {exc}")
+    problems += control_problems(config.control)
+    problems += _dkim_problems(config)
     if config.delivery.tls_ca_file is not None:
         try:
             ssl.create_default_context(cafile=str(config.delivery.tls_ca_file))
         except (OSError, ssl.SSLError) as exc:
             problems.append(f"delivery.tls_ca_file: cannot load {config.delivery.tls_ca_file}: {exc}")
     return problems
+
+
+def _plugin_problems(config: Config) -> list[str]:
+    """Each plug-in must import and be a function of one argument (this imports them)."""
+    if not config.plugins:
+        return []
+    try:
+        r = _Reader(config.path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        r = _Reader("")  # the problems without their lines
+    for spec in config.plugins:
+        try:
+            plugins_loader.resolve(spec.call)
+        except plugins_loader.LoadError as exc:
+            r.problem(f"plugins[{spec.index}].call", str(exc))
+    return r.problems
+
+
+def _dkim_problems(config: Config) -> list[str]:
+    """Each signing key must load and be closed to other users (this reads the key files)."""
+    try:
+        r = _Reader(config.path.read_text(encoding="utf-8") if config.dkim else "")
+    except (OSError, UnicodeDecodeError):
+        r = _Reader("")  # the problems without their lines
+    for key in config.dkim:
+        problem = dkim.key_problem(key)
+        if problem:
+            r.problem(f"dkim[{key.index}].key_file", problem)
+    return r.problems
 
 
 def read_password(path: Path) -> str:

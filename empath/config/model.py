@@ -66,6 +66,7 @@ class Listener:
     host: str
     port: int
     mode: str  # one of MODES
+    plugins: tuple[str, ...] | None = None  # names of the [[plugins]] its sessions run, in order; None: all
 
     @property
     def name(self) -> str:
@@ -105,6 +106,42 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class ControlSettings:
+    """The control socket (empathctl); see empath/control/."""
+
+    socket: Path | None = None  # None: DATA_DIR/control.sock
+    group: str | None = None  # a group that may connect too (mode 0660); None: the daemon's user only (0600)
+    tokens_file: Path | None = None  # None: the socket's permissions are the authentication
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One [[plugins]] table: a callable that checks or tags mail at some hooks (docs/plugins.md)."""
+
+    name: str
+    hooks: tuple[str, ...]  # of empath.plugins.api.HOOKS
+    call: str  # "package.module:function", or the name of an empath.plugins entry point
+    timeout: float = 5.0
+    on_error: str = "tempfail"  # or "continue": a failing plug-in is skipped (fail open)
+    options: dict = field(default_factory=dict)  # handed to the plug-in as ctx.options
+    index: int = 0  # its place among the [[plugins]] tables, for messages naming it
+
+
+DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")  # RFC 6376, RFC 8463
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One [[dkim]] table: a key that signs mail from its domain (docs/dkim.md)."""
+
+    domain: str  # A-label; mail whose From is in it, or below it, is signed
+    selector: str
+    key_file: Path
+    algorithm: str = "rsa-sha256"  # one of DKIM_ALGORITHMS
+    index: int = 0  # its place among the [[dkim]] tables, for messages naming it
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     hostname: str
@@ -125,6 +162,9 @@ class Config:
     smarthost: Smarthost | None = None
     domains: dict[str, DomainPolicy] = field(default_factory=dict)  # by A-label domain
     metrics_address: tuple[str, int] | None = None  # where /metrics is served; None: not at all
+    plugins: tuple[PluginSpec, ...] = ()  # in config order
+    control: ControlSettings = ControlSettings()
+    dkim: tuple[DkimKey, ...] = ()  # signing keys, in config order
 
     def domain_policy(self, domain: str) -> DomainPolicy:
         return self.domains.get(domain, self.delivery.defaults)
@@ -136,3 +176,7 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "queue.sqlite3"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.data_dir / "control.sock"

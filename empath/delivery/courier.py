@@ -6,6 +6,7 @@ decides nothing about time: the retry schedule and the expiry are applied
 by the caller with the clock it is given.
 """
 
+import dataclasses
 import ipaddress
 import socket
 import ssl
@@ -18,6 +19,9 @@ from empath.delivery.client import Connection, Envelope, Reply, SmtpError
 from empath.delivery.connections import ConnectionPool
 from empath.delivery.dns import DnsError, Resolver
 from empath.delivery.routing import Route
+from empath.plugins import runner
+from empath.plugins.api import Context
+from empath.plugins.loader import Plugins
 from empath.queue.work import Claimed, Loaded
 
 # The steps before a transaction: failing one says nothing about the message.
@@ -85,17 +89,52 @@ class Courier:
         resolver: Resolver,
         pool: ConnectionPool,
         credentials: tuple[str, str] | None = None,
+        plugins: Plugins | None = None,
     ):
         self.config = config
         self.resolver = resolver
         self.pool = pool
         self.credentials = credentials
+        self.plugins = plugins or Plugins()
         d = config.delivery
         self.timeouts = client.Timeouts(d.connect_timeout, d.command_timeout, d.data_timeout)
         self.contexts = tls_contexts(str(d.tls_ca_file) if d.tls_ca_file else None)
         self.own = {(ln.host, ln.port) for ln in config.listeners}
 
     def deliver(self, route: Route, message: Loaded, recipients: list[Claimed]) -> Outcome:
+        """The before_delivery plug-ins first: they may bounce or defer recipients; the rest go."""
+        held = self._plugin_verdicts(route, message, recipients)
+        rest = [r for r in recipients if r.address not in held]
+        if not held:
+            return self._send(route, message, recipients)
+        if not rest:
+            return Outcome(tuple(held.values()), None, None)
+        outcome = self._send(route, message, rest)
+        return dataclasses.replace(outcome, verdicts=(*held.values(), *outcome.verdicts))
+
+    def _plugin_verdicts(self, route: Route, message: Loaded, recipients: list[Claimed]) -> dict[str, Verdict]:
+        chain = self.plugins.before_delivery
+        if not chain:
+            return {}
+        everyone = tuple(r.address for r in recipients)
+        held = {}
+        for r in recipients:
+            context = Context(
+                hook="before_delivery",
+                trace_id=message.trace_id,
+                sender=message.sender,
+                recipient=r.address,
+                recipients=everyone,
+                queue_id=message.queue_id,
+                next_hop=route.key,
+                attempt=r.attempts + 1,
+            )
+            verdict = _plugin_verdict(r.address, self.plugins.runner.run(chain, context))
+            if verdict is not None:
+                held[r.address] = verdict
+        return held
+
+    def _send(self, route: Route, message: Loaded, recipients: list[Claimed]) -> Outcome:
         try:
             candidates = self.candidates(route)
         except DnsError as exc:
@@ -235,3 +274,14 @@ class Courier:
     ) -> Outcome:
         remote = relay.split("[")[0] if relay else None
         return Outcome(tuple(Verdict(r.address, kind, status, reply, remote) for r in recipients), connected, relay)
+
+
+def _plugin_verdict(address: str, verdict: runner.Verdict) -> Verdict | None:
+    """A plug-in's rejection: 5xx bounces the recipient, 4xx (or a failed plug-in) defers it."""
+    if verdict.failed:
+        return Verdict(address, "deferred", "4.3.0", f"before_delivery plug-in {verdict.by} failed (see the log)")
+    reject = verdict.reject
+    if reject is None:
+        return None
+    kind = "deferred" if reject.temporary else "bounced"
+    return Verdict(address, kind, reject.status, f"{reject.code} {reject.status} {reject.text}")

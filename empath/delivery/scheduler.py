@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 
 import gevent
 import gevent.event
@@ -18,6 +19,7 @@ import gevent.lock
 import gevent.pool
 
 from empath.config import Config
+from empath.config.model import DomainPolicy
 from empath.delivery.courier import Courier, Outcome
 from empath.delivery.limits import Breaker, RateLimit
 from empath.delivery.retry import Schedule
@@ -35,6 +37,9 @@ CLAIM_BATCH = 500
 # Sleep at most this long, so that work written by other processes (the
 # sendmail command) is found even if their nudge was lost.
 MAX_IDLE = 60.0
+# Mail of a paused domain that was claimed is put back this far ahead
+# (resume makes it due at once).
+PAUSED_RECHECK = 300.0
 
 
 class Scheduler:
@@ -60,10 +65,11 @@ class Scheduler:
         self.breakers: dict[str, Breaker] = {}
         self.rates: dict[str, RateLimit] = {}
         self.slots: dict[str, gevent.lock.Semaphore] = {}
-        postmaster_domain = config.local_domains[0] if config.local_domains else config.hostname
-        self.notice_settings = NoticeSettings(
-            config.hostname, f"postmaster@{postmaster_domain}", d.delay_warning, config.queue.lifetime
-        )
+        # The operator's, until restart or reload: limits set by `domain set`, and pauses.
+        self.overrides: dict[str, DomainPolicy] = {}
+        self.paused_all = False
+        self.paused_domains: set[str] = set()
+        self.notice_settings = _notice_settings(config)
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
@@ -78,6 +84,68 @@ class Scheduler:
         """Make every deferred recipient due now, as Postfix's ``postqueue -f``."""
         self.writer.write(work.flush, self.clock())
         self.wake()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded config: new limits apply from the next delivery; the
+        operator's overrides end; breakers keep their state with the new thresholds."""
+        self.config = config
+        self.schedule = Schedule(config.delivery.retry_first, config.delivery.retry_max)
+        self.notice_settings = _notice_settings(config)
+        self.overrides.clear()
+        self.rates.clear()
+        self.slots.clear()
+        for key, breaker in self.breakers.items():
+            policy = self.policy(key)
+            breaker.threshold, breaker.cooldown = policy.breaker_failures, policy.breaker_cooldown
+
+    # -- what the operator asks (the control socket) -------------------------------
+
+    def policy(self, key: str) -> DomainPolicy:
+        """The limits of a destination (a domain, or "smarthost"): the operator's, else the config's."""
+        return self.overrides.get(key) or self.config.domain_policy("" if key == "smarthost" else key)
+
+    def set_limits(self, key: str, rate: float | None, concurrency: int | None) -> DomainPolicy:
+        """Change a destination's rate and concurrency until restart or reload."""
+        policy = self.policy(key)
+        policy = replace(
+            policy,
+            rate=policy.rate if rate is None else rate,
+            concurrency=policy.concurrency if concurrency is None else concurrency,
+        )
+        self.overrides[key] = policy
+        self.rates[key] = RateLimit(policy.rate)
+        # Deliveries running now release the old semaphore; new ones take this one.
+        self.slots[key] = gevent.lock.Semaphore(policy.concurrency)
+        return policy
+
+    def reset_breaker(self, key: str) -> str | None:
+        """Close a destination's breaker and make the mail it held back due; its state before, or None."""
+        breaker = self.breakers.get(key)
+        if breaker is None:
+            return None
+        was = breaker.state(self.clock())
+        breaker.success()
+        self.writer.write(work.flush, self.clock(), None if key == "smarthost" else key)
+        self.wake()
+        return was
+
+    def pause(self, domain: str | None = None) -> None:
+        """Stop claiming mail (of one recipient domain, or all); what is in flight finishes."""
+        if domain is None:
+            self.paused_all = True
+        else:
+            self.paused_domains.add(domain)
+
+    def resume(self, domain: str | None = None) -> list[str]:
+        """Undo pause (None: every pause); the domains resumed have their waiting mail made due now."""
+        domains = sorted(self.paused_domains) if domain is None else [domain] if domain in self.paused_domains else []
+        if domain is None:
+            self.paused_all = False
+        self.paused_domains.difference_update(domains)
+        for name in domains:
+            self.writer.write(work.flush, self.clock(), name)
+        self.wake()
+        return domains
 
     def stop(self, grace: float) -> None:
         """Stop claiming; let deliveries in flight finish within ``grace``. Those
@@ -95,6 +163,9 @@ class Scheduler:
     def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            if self.paused_all:
+                self._wake.wait(timeout=MAX_IDLE)
+                continue
             try:
                 more = self._claim_and_spawn()
             except Exception:  # the scheduler must outlive any one bad tick
@@ -118,9 +189,14 @@ class Scheduler:
             return False
         now = self.clock()
         claimed = self.writer.write(work.claim, now, self.owner, self.config.delivery.lease_time, CLAIM_BATCH)
+        paused = [c for c in claimed if c.domain in self.paused_domains]
+        if paused:
+            self.writer.write(_put_back, paused, now + PAUSED_RECHECK, now, self.notice_settings)
         groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
         routes: dict[tuple[str, str], Route] = {}
         for c in claimed:
+            if c.domain in self.paused_domains:
+                continue
             route = route_for(c.domain, self.config)
             key = (c.queue_id, route.key)
             groups[key].append(c)
@@ -134,10 +210,13 @@ class Scheduler:
     def _deliver(self, route: Route, recipients: list[Claimed]) -> None:
         queue_id = recipients[0].queue_id
         try:
-            message = self.store.call(work.load, queue_id)
+            held = self._held_back(route, recipients)
+            # Mail that a rate limit or an open breaker holds back is not sent: its body stays on disk.
+            message = self.store.call(work.load, queue_id, held is None)
             if message is None:
+                self.breakers[route.policy_key].abandon()  # no probe was made, if one was allowed
                 return  # deleted by an operator meanwhile
-            results = self._attempt(route, message, recipients)
+            results = held if held is not None else self._attempt(route, message, recipients)
             recorded = self.writer.write(work.record, queue_id, results, self.clock(), self.notice_settings)
             self._count(route, message, results, recorded)
             for notice in recorded.notices:
@@ -147,12 +226,13 @@ class Scheduler:
         finally:
             self.wake()
 
-    def _attempt(self, route: Route, message: Loaded, recipients: list[Claimed]) -> list[Result]:
+    def _held_back(self, route: Route, recipients: list[Claimed]) -> list[Result] | None:
+        """Results that put the recipients back, when the destination's rate limit or
+        open breaker holds this delivery back; None when it may go now."""
         key = route.policy_key
-        policy = self.config.domain_policy(route.domain if not route.smarthost else "")
+        policy = self.policy(key)
         breaker = self.breakers.setdefault(key, Breaker(policy.breaker_failures, policy.breaker_cooldown))
         rate = self.rates.setdefault(key, RateLimit(policy.rate))
-        slots = self.slots.setdefault(key, gevent.lock.Semaphore(policy.concurrency))
         now = self.clock()
         wait = rate.wait(now)
         if wait > 0:
@@ -164,6 +244,12 @@ class Scheduler:
             return [
                 Result(r.recipient_id, RETRY, text, "4.4.1", next_attempt_at=breaker.retry_at(now)) for r in recipients
             ]
+        return None
+
+    def _attempt(self, route: Route, message: Loaded, recipients: list[Claimed]) -> list[Result]:
+        key = route.policy_key
+        breaker = self.breakers[key]  # made by _held_back
+        slots = self.slots.setdefault(key, gevent.lock.Semaphore(self.policy(key).concurrency))
         with slots:
             started = self.clock()
             outcome = self.courier.deliver(route, message, recipients)
@@ -230,6 +316,23 @@ class Scheduler:
                 took=round(now - started, 3),
             )
         return results
+
+
+def _notice_settings(config: Config) -> NoticeSettings:
+    postmaster_domain = config.local_domains[0] if config.local_domains else config.hostname
+    return NoticeSettings(
+        config.hostname, f"postmaster@{postmaster_domain}", config.delivery.delay_warning, config.queue.lifetime
+    )
+
+
+def _put_back(claimed: list[Claimed], due: float, now: float, settings: NoticeSettings) -> None:
+    """Release the leases of paused mail without an attempt (on the database thread)."""
+    by_message: dict[str, list[Result]] = defaultdict(list)
+    for c in claimed:
+        text = f"delivery to {c.domain} is paused by the operator"
+        by_message[c.queue_id].append(Result(c.recipient_id, RETRY, text, "4.4.5", next_attempt_at=due))
+    for queue_id, results in by_message.items():
+        work.record(queue_id, results, now, settings)
 
 
 def _age(seconds: float) -> str:

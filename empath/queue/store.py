@@ -25,7 +25,7 @@ import peewee
 
 from empath import threads
 from empath.queue import models
-from empath.queue.models import QUEUED, Body, Event, Message, Recipient, SchemaInfo
+from empath.queue.models import QUEUED, Recipient, SchemaInfo
 
 log = logging.getLogger("empath.queue")
 T = TypeVar("T")
@@ -231,45 +231,79 @@ class Store:
         return outcomes
 
 
+def connection() -> sqlite3.Connection:
+    """The SQLite connection the queue's models are bound to (on the database thread).
+
+    The hot writes (a message in, a claim, a delivery's record) use it with
+    plain SQL: peewee builds each query's SQL anew, and on the database thread
+    that CPU is taken from the sessions on the hub (one GIL). Same statements,
+    same transaction.
+    """
+    return models.database_proxy.obj.connection()
+
+
+INSERT_MESSAGE = (
+    "INSERT INTO message (queue_id, sender, size, received_at, expires_at, client_address, client_helo, auth_user,"
+    " listener, trace_id, smtputf8, body_type, dsn_ret, dsn_envid, held, kind)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+)
+INSERT_RECIPIENT = (
+    "INSERT INTO recipient (queue_id, address, domain, state, attempts, next_attempt_at, relayed,"
+    " dsn_notify, dsn_orcpt) VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?)"
+)
+INSERT_EVENT = "INSERT INTO event (queue_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
+
+
 def insert(msg: NewMessage) -> None:
-    Message.insert(
-        queue_id=msg.queue_id,
-        sender=msg.sender,
-        size=len(msg.body),
-        received_at=msg.received_at,
-        expires_at=msg.expires_at,
-        client_address=msg.client_address,
-        client_helo=msg.client_helo,
-        auth_user=msg.auth_user,
-        listener=msg.listener,
-        trace_id=msg.trace_id,
-        smtputf8=msg.smtputf8,
-        body_type=msg.body_type,
-        dsn_ret=msg.dsn_ret,
-        dsn_envid=msg.dsn_envid,
-        kind=msg.kind,
-    ).execute()
-    Body.insert(message=msg.queue_id, data=msg.body).execute()
-    Recipient.insert_many(
+    conn = connection()
+    conn.execute(
+        INSERT_MESSAGE,
+        (
+            msg.queue_id,
+            msg.sender,
+            len(msg.body),
+            msg.received_at,
+            msg.expires_at,
+            msg.client_address,
+            msg.client_helo,
+            msg.auth_user,
+            msg.listener,
+            msg.trace_id,
+            msg.smtputf8,
+            msg.body_type,
+            msg.dsn_ret,
+            msg.dsn_envid,
+            msg.kind,
+        ),
+    )
+    _insert_body(conn, msg.queue_id, msg.body)
+    conn.executemany(
+        INSERT_RECIPIENT,
         [
-            {
-                "message": msg.queue_id,
-                "address": r.address,
-                "domain": r.domain,
-                "state": QUEUED,
-                "next_attempt_at": msg.received_at,
-                "dsn_notify": ",".join(r.notify) or None,
-                "dsn_orcpt": r.orcpt,
-            }
+            (msg.queue_id, r.address, r.domain, QUEUED, msg.received_at, ",".join(r.notify) or None, r.orcpt)
             for r in msg.recipients
-        ]
-    ).execute()
-    Event.insert_many(
-        [
-            {"queue_id": msg.queue_id, "at": msg.received_at, "kind": kind, "detail": detail}
-            for kind, detail in msg.events
-        ]
-    ).execute()
+        ],
+    )
+    conn.executemany(INSERT_EVENT, [(msg.queue_id, None, msg.received_at, kind, detail) for kind, detail in msg.events])
+
+
+# A body larger than this is written into its row piece by piece (SQLite's
+# incremental blob I/O): bound whole, SQLite would keep two more copies of it
+# in memory while it builds the row (one of the bound value, one of the row).
+STREAM_BODY_OVER = 1 << 20
+BODY_PIECE = 1 << 20
+
+
+def _insert_body(conn: sqlite3.Connection, queue_id: str, body: bytes) -> None:
+    if len(body) <= STREAM_BODY_OVER:
+        conn.execute("INSERT INTO body (queue_id, data) VALUES (?, ?)", (queue_id, body))
+        return
+    row = conn.execute("INSERT INTO body (queue_id, data) VALUES (?, zeroblob(?))", (queue_id, len(body))).lastrowid
+    assert row is not None
+    view = memoryview(body)
+    with conn.blobopen("body", "data", row) as blob:
+        for start in range(0, len(body), BODY_PIECE):
+            blob.write(view[start : start + BODY_PIECE])
 
 
 class GroupCommitter:

@@ -5,13 +5,12 @@ Every function here runs on the database thread (Store.call), each in one
 transaction, and touches rows through indexes only.
 """
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import NamedTuple
 
 from empath.delivery import dsn, notices
-from empath.queue import ids, models
-from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, PENDING, Body, Event, Message, Recipient
+from empath.queue import ids, models, store
+from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, PENDING, Recipient
 from empath.queue.store import NewMessage, NewRecipient, insert
 
 
@@ -67,44 +66,29 @@ def claim(now: float, owner: str, lease_time: float, limit: int) -> list[Claimed
     The lease moves next_attempt_at to its end, so a leased row is not due
     again unless its lease runs out (the daemon died mid-delivery).
     """
-    columns = (
-        Recipient.id,
-        Recipient.message,
-        Recipient.address,
-        Recipient.domain,
-        Recipient.attempts,
-        Recipient.dsn_notify,
-        Recipient.dsn_orcpt,
-    )
+    conn = store.connection()
     # One bounded range scan of (state, next_attempt_at) per state: a single
     # query with state IN (...) would sort every due row before the LIMIT.
-    due = [
-        row
-        for state in PENDING
-        # peewee's stubs type .tuples() as yielding models; it yields tuples.
-        for row in cast(
-            Iterable[tuple[Any, ...]],
-            Recipient.select(Recipient.next_attempt_at, *columns)
-            .where(Recipient.state == state, Recipient.next_attempt_at <= now)
-            .order_by(Recipient.next_attempt_at)
-            .limit(limit)
-            .tuples(),
-        )
-    ]
+    due = [row for state in PENDING for row in conn.execute(_DUE, (state, now, limit))]
     due.sort(key=lambda row: row[0])
     rows = [row[1:] for row in due[:limit]]
     if rows:
-        Recipient.update(lease_owner=owner, lease_until=now + lease_time, next_attempt_at=now + lease_time).where(
-            Recipient.id.in_([r[0] for r in rows])
-        ).execute()
+        conn.executemany(_LEASE, [(owner, now + lease_time, now + lease_time, row[0]) for row in rows])
     return [Claimed(*row) for row in rows]
+
+
+_DUE = (
+    "SELECT next_attempt_at, id, queue_id, address, domain, attempts, dsn_notify, dsn_orcpt FROM recipient"
+    " WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+)
+_LEASE = "UPDATE recipient SET lease_owner = ?, lease_until = ?, next_attempt_at = ? WHERE id = ?"
 
 
 def next_due() -> float | None:
     """When the earliest pending recipient is due (leased ones: when their lease ends)."""
-    return (
-        Recipient.select(models.peewee.fn.MIN(Recipient.next_attempt_at)).where(Recipient.state.in_(PENDING)).scalar()
-    )
+    marks = ", ".join("?" * len(PENDING))
+    sql = f"SELECT MIN(next_attempt_at) FROM recipient WHERE state IN ({marks})"
+    return store.connection().execute(sql, PENDING).fetchone()[0]
 
 
 def flush(now: float, domain: str | None = None) -> int:
@@ -115,24 +99,20 @@ def flush(now: float, domain: str | None = None) -> int:
     return Recipient.update(next_attempt_at=now).where(*where).execute()
 
 
-def load(queue_id: str) -> Loaded | None:
-    m = Message.get_or_none(Message.queue_id == queue_id)
-    if m is None:
+def load(queue_id: str, body: bool = True) -> Loaded | None:
+    """The message as a delivery needs it; without ``body``, its envelope only (the body is b"")."""
+    row = store.connection().execute(_LOAD if body else _LOAD_ENVELOPE, (queue_id,)).fetchone()
+    if row is None:
         return None
-    body = Body.get(Body.message == queue_id).data
-    return Loaded(
-        m.queue_id,
-        m.sender,
-        bytes(body),
-        m.smtputf8,
-        m.body_type,
-        m.dsn_ret,
-        m.dsn_envid,
-        m.received_at,
-        m.expires_at,
-        m.trace_id,
-        m.kind,
-    )
+    queue_id, sender, data, smtputf8, *rest = row
+    return Loaded(queue_id, sender, data, bool(smtputf8), *rest)
+
+
+_LOAD = (
+    "SELECT m.queue_id, m.sender, b.data, m.smtputf8, m.body_type, m.dsn_ret, m.dsn_envid, m.received_at,"
+    " m.expires_at, m.trace_id, m.kind FROM message m JOIN body b ON b.queue_id = m.queue_id WHERE m.queue_id = ?"
+)
+_LOAD_ENVELOPE = _LOAD.replace("b.data", "x''")
 
 
 @dataclass(frozen=True)
@@ -143,45 +123,84 @@ class NoticeSettings:
     lifetime: float
 
 
+class _Row(NamedTuple):
+    """What record and the notices read of a recipient."""
+
+    id: int
+    address: str
+    state: str
+    dsn_notify: str | None
+    dsn_orcpt: str | None
+    notified: str | None
+    relayed: int
+    last_status: str | None
+    last_reply: str | None
+    remote_mta: str | None
+    lease_owner: str | None
+
+
+class _Message(NamedTuple):
+    """What the notices read of a message."""
+
+    kind: str
+    sender: str
+    received_at: float
+    expires_at: float
+    dsn_envid: str | None
+    dsn_ret: str | None
+    trace_id: str
+
+
+_ROWS = f"SELECT {', '.join(_Row._fields)} FROM recipient WHERE queue_id = ?"
+_MESSAGE = f"SELECT {', '.join(_Message._fields)} FROM message WHERE queue_id = ?"
+_CLEAR = "UPDATE recipient SET lease_owner = NULL, lease_until = NULL"
+_RETRY = f"{_CLEAR}, next_attempt_at = ? WHERE id = ?"
+_RETRY_SAYING = f"{_CLEAR}, next_attempt_at = ?, last_reply = ?, last_status = ? WHERE id = ?"
+# next_attempt_at changes only for a deferral (given); other outcomes pass NULL and keep it.
+_OUTCOME = (
+    f"{_CLEAR}, state = ?, last_reply = ?, last_status = ?, remote_mta = ?, relayed = ?,"
+    " attempts = attempts + 1, next_attempt_at = coalesce(?, next_attempt_at) WHERE id = ?"
+)
+
+
 def record(queue_id: str, results: list[Result], now: float, settings: NoticeSettings) -> Recorded:
     """Store the outcome of one delivery; queue any notices owed; drop the
     message once every recipient is done. Returns the notices made and whether it was dropped."""
+    conn = store.connection()
     for r in results:
-        fields: dict = {"lease_owner": None, "lease_until": None}
         if r.state == RETRY:
-            fields["next_attempt_at"] = r.next_attempt_at
             if r.reply:  # say why it waits (an open circuit breaker)
-                fields.update(last_reply=r.reply, last_status=r.status)
+                conn.execute(_RETRY_SAYING, (r.next_attempt_at, r.reply, r.status, r.recipient_id))
+            else:
+                conn.execute(_RETRY, (r.next_attempt_at, r.recipient_id))
         else:
-            fields.update(
-                state=r.state,
-                last_reply=r.reply,
-                last_status=r.status,
-                remote_mta=r.remote,
-                relayed=r.relayed,
-                attempts=Recipient.attempts + 1,
-            )
-            if r.state == DEFERRED:
-                fields["next_attempt_at"] = r.next_attempt_at
-        Recipient.update(fields).where(Recipient.id == r.recipient_id).execute()
-    rows = {row.id: row for row in Recipient.select().where(Recipient.message == queue_id)}
-    for r in results:
-        if r.state != RETRY:
-            row = rows[r.recipient_id]
-            detail = f"relay={r.remote or 'none'} status={r.status} {r.reply}"
-            Event.create(queue_id=queue_id, recipient=row.address, at=now, kind=r.state, detail=detail[:2000])
+            next_at = r.next_attempt_at if r.state == DEFERRED else None
+            conn.execute(_OUTCOME, (r.state, r.reply, r.status, r.remote, r.relayed, next_at, r.recipient_id))
+    rows = {row.id: row for row in map(_Row._make, conn.execute(_ROWS, (queue_id,)))}
+    message = conn.execute(_MESSAGE, (queue_id,)).fetchone()
+    if message is None:
+        return Recorded([])  # deleted by an operator meanwhile: nothing is left to record
+    attempts = [r for r in results if r.state != RETRY]
+    conn.executemany(
+        store.INSERT_EVENT,
+        [(queue_id, rows[r.recipient_id].address, now, r.state, _attempt_detail(r)) for r in attempts],
+    )
     if any(row.lease_owner is not None for row in rows.values()):
         return Recorded([])  # another delivery of this message is under way; the last one reports
-    made = _notices(queue_id, list(rows.values()), now, settings)
+    made = _notices(queue_id, _Message._make(message), list(rows.values()), now, settings)
     if all(row.state in (DELIVERED, BOUNCED) for row in rows.values()):
-        Message.delete().where(Message.queue_id == queue_id).execute()
-        Event.create(queue_id=queue_id, at=now, kind="removed", detail="every recipient is done")
+        # The body and recipients go with it (ON DELETE CASCADE); the events stay.
+        conn.execute("DELETE FROM message WHERE queue_id = ?", (queue_id,))
+        conn.execute(store.INSERT_EVENT, (queue_id, None, now, "removed", "every recipient is done"))
         return Recorded(made, BOUNCED if any(row.state == BOUNCED for row in rows.values()) else DELIVERED)
     return Recorded(made)
 
 
-def _notices(queue_id: str, rows: list[Recipient], now: float, settings: NoticeSettings) -> list[str]:
-    message = Message.get(Message.queue_id == queue_id)
+def _attempt_detail(r: Result) -> str:
+    return f"relay={r.remote or 'none'} status={r.status} {r.reply}"[:2000]
+
+
+def _notices(queue_id: str, message: _Message, rows: list[_Row], now: float, settings: NoticeSettings) -> list[str]:
     target = notices.report_target(message.kind, message.sender, settings.postmaster)
     if target is None:
         return []
@@ -192,15 +211,16 @@ def _notices(queue_id: str, rows: list[Recipient], now: float, settings: NoticeS
             row.state,
             tuple((row.dsn_notify or "").split(",")) if row.dsn_notify else (),
             row.notified,
-            row.relayed,
+            bool(row.relayed),
         )
         for row in rows
     ]
     owed = notices.owed(pending, message.received_at, now, settings.delay_warning, to_sender=kind == models.DSN)
     if not owed:
         return []
+    conn = store.connection()
     by_address = {row.address: row for row in rows}
-    original = bytes(Body.get(Body.message == queue_id).data)
+    original = conn.execute("SELECT data FROM body WHERE queue_id = ?", (queue_id,)).fetchone()[0]
     made = []
     for action, due in owed.items():
         recipients = tuple(_dsn_recipient(by_address[p.address], action, message, now) for p in due)
@@ -239,13 +259,15 @@ def _notices(queue_id: str, rows: list[Recipient], now: float, settings: NoticeS
                 events=[("received", f"{action} notice for {queue_id}")],
             )
         )
-        Recipient.update(notified=action).where(Recipient.id.in_([by_address[p.address].id for p in due])).execute()
-        Event.create(queue_id=queue_id, at=now, kind="notice", detail=f"{action} notice {new_id} to <{to}>")
+        conn.executemany(
+            "UPDATE recipient SET notified = ? WHERE id = ?", [(action, by_address[p.address].id) for p in due]
+        )
+        conn.execute(store.INSERT_EVENT, (queue_id, None, now, "notice", f"{action} notice {new_id} to <{to}>"))
         made.append(new_id)
     return made
 
 
-def _dsn_recipient(row: Recipient, action: str, message: Message, now: float) -> dsn.DsnRecipient:
+def _dsn_recipient(row: _Row, action: str, message: _Message, now: float) -> dsn.DsnRecipient:
     return dsn.DsnRecipient(
         address=row.address,
         action=action,

@@ -37,6 +37,17 @@ class Action(enum.Enum):
     CHECK_AUTH = "check_auth"  # check Step.credentials, then call auth_result()
     READ_DATA = "read_data"  # send the replies, then read the message and call data_end()
     ENQUEUE = "enqueue"  # commit envelope() and the data, then call queued() or queue_failed()
+    CHECK = "check"  # run the plug-ins of Step.check, then call checked()
+
+
+@dataclass(frozen=True)
+class Check:
+    """A command the machine accepts, held until the plug-ins of its hook have had their say."""
+
+    hook: str  # helo, mail or rcpt
+    helo: str = ""  # helo: the name given
+    mail: MailArgs | None = None  # mail: the sender and parameters
+    recipient: str = ""  # rcpt: the address
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class Step:
     action: Action = Action.NONE
     delay: float = 0.0  # seconds to wait before sending the replies
     credentials: tuple[str, str] | None = None  # (user, password) for CHECK_AUTH
+    check: Check | None = None  # for CHECK
 
 
 @dataclass(frozen=True)
@@ -102,8 +114,16 @@ def _b64(text: str) -> str:
 
 
 class Machine:
-    def __init__(self, policy: Policy, client_address: str, trusted: bool, tls_active: bool = False):
+    def __init__(
+        self,
+        policy: Policy,
+        client_address: str,
+        trusted: bool,
+        tls_active: bool = False,
+        checks: frozenset[str] = frozenset(),
+    ):
         self.policy = policy
+        self.checks = checks  # the hooks (helo, mail, rcpt) that have plug-ins to consult
         self.client_address = client_address
         self.trusted = trusted
         self.tls_active = tls_active
@@ -119,6 +139,8 @@ class Machine:
         self._auth: tuple[str, str | None] | None = None
         self._pending_user: str | None = None
         self.auth_mechanism = ""  # of the last AUTH command
+        # A command held for the plug-ins: its reply and what accepting it changes.
+        self._held: tuple[Reply, Callable[[], None]] | None = None
 
     # -- what the session asks -------------------------------------------------
 
@@ -198,6 +220,16 @@ class Machine:
         self._reset()
         return Step((reply,))
 
+    def checked(self, refusal: Reply | None) -> Step:
+        """The plug-ins' verdict on the held command: None accepts it, a reply refuses it."""
+        assert self._held is not None
+        reply, accept = self._held
+        self._held = None
+        if refusal is None:
+            accept()
+            return Step((reply,))
+        return self._fail(refusal)
+
     # -- commands --------------------------------------------------------------
 
     def _dispatch(self, cmd: Command) -> Step:
@@ -221,15 +253,17 @@ class Machine:
             helo = addresses.parse_helo(arg)
         except addresses.AddressError:
             return self._fail(replies.BAD_HELO)
-        self._reset()
-        self.helo = helo
-        self.esmtp = esmtp
-        self.state = State.READY
+
+        def accept() -> None:
+            self._reset()
+            self.helo = helo
+            self.esmtp = esmtp
+            self.state = State.READY
+
         hello = replies.HELLO.format(hostname=self.policy.hostname, helo=helo)
-        if not esmtp:
-            return Step((hello,))
-        lines = [hello.text, *self.extensions()]
-        return Step((hello.with_text("\n".join(lines)),))
+        if esmtp:
+            hello = hello.with_text("\n".join([hello.text, *self.extensions()]))
+        return self._accept(Check("helo", helo=helo), hello, accept)
 
     def extensions(self) -> list[str]:
         ext = [
@@ -360,9 +394,12 @@ class Machine:
             return self._fail(replies.MESSAGE_TOO_BIG.with_text(f"Message size exceeds fixed limit of {limit} bytes"))
         if not self.policy.storage_available(mail.size or 0):
             return Step((replies.INSUFFICIENT_STORAGE,))
-        self.envelope = Envelope(mail)
-        self.state = State.MAIL
-        return Step((replies.SENDER_OK,))
+
+        def accept() -> None:
+            self.envelope = Envelope(mail)
+            self.state = State.MAIL
+
+        return self._accept(Check("mail", mail=mail), replies.SENDER_OK, accept)
 
     def _cmd_rcpt(self, arg: str) -> Step:
         if self.envelope is None:
@@ -384,8 +421,11 @@ class Machine:
             return Step((replies.RECIPIENT_OK,))
         if len(recipients) >= self.policy.limits.max_recipients:
             return self._fail(replies.TOO_MANY_RECIPIENTS)
-        recipients.append(Recipient(address, domain, rcpt))
-        return Step((replies.RECIPIENT_OK,))
+        return self._accept(
+            Check("rcpt", recipient=address),
+            replies.RECIPIENT_OK,
+            lambda: recipients.append(Recipient(address, domain, rcpt)),
+        )
 
     def _cmd_data(self, arg: str) -> Step:
         if arg:
@@ -404,6 +444,14 @@ class Machine:
         self.envelope = None
         if self.state is not State.FRESH:
             self.state = State.READY
+
+    def _accept(self, check: Check, reply: Reply, accept: Callable[[], None]) -> Step:
+        """Accept a command now, or hold it for the plug-ins when its hook has some."""
+        if check.hook not in self.checks:
+            accept()
+            return Step((reply,))
+        self._held = (reply, accept)
+        return Step(action=Action.CHECK, check=check)
 
     def _fail(self, reply: Reply) -> Step:
         """Send an error reply; hang up once the client has made too many."""

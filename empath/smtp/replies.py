@@ -91,6 +91,10 @@ NUL_IN_DATA = Reply(554, "5.6.0", "NUL byte in message data")
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 QUEUE_FAILURE = Reply(451, "4.3.0", "Temporary failure queueing the message, try again later")
 
+# Plug-ins (empath/plugins): a rejection keeps the plug-in's code, status and text.
+PLUGIN_REJECTION = Reply(550, "5.7.1", "Rejected by local policy")
+PLUGIN_FAILURE = Reply(451, "4.3.0", "Temporary local problem checking this, try again later")
+
 # STARTTLS
 READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
@@ -121,6 +125,11 @@ def _name_the_catalogue() -> dict[tuple[int, str], str]:
 
 
 _FIRST_NAME = _name_the_catalogue()
+
+
+def plugin_rejection(code: int, status: str, text: str) -> Reply:
+    """A plug-in's Reject as a reply; its shape was checked when it was made (empath.plugins.api)."""
+    return replace(PLUGIN_REJECTION, code=code, status=status, text=text)
 
 
 def name_of(reply: Reply) -> str:

@@ -13,6 +13,7 @@ from gevent.server import StreamServer
 from empath.config import Config, Listener
 from empath.log import event
 from empath.metrics import Metrics
+from empath.plugins.loader import Plugins
 from empath.queue.store import GroupCommitter, free_space
 from empath.smtp import replies
 from empath.smtp.connection import Connection
@@ -48,10 +49,12 @@ class SmtpServer:
     tls_context: ssl.SSLContext | None = None
     users: Users | None = None
     sessions: gevent.pool.Group = field(default_factory=gevent.pool.Group)
+    active: set[Session] = field(default_factory=set)  # what `empathctl connections` lists
     listening: list[Listening] = field(default_factory=list)
     per_client: Counter = field(default_factory=Counter)
     accepting: bool = True
     metrics: Metrics = field(default_factory=Metrics)
+    plugins: Plugins = field(default_factory=Plugins)
 
     def __post_init__(self) -> None:
         self.tls_context = tls_context(self.config)
@@ -123,6 +126,7 @@ class SmtpServer:
         session = Session(listening, conn, client)
         self.per_client[client] += 1
         self.sessions.add(gevent.getcurrent())
+        self.active.add(session)
         name = listening.listener.name
         self.metrics.connections_open.labels(name).inc()
         try:
@@ -131,6 +135,7 @@ class SmtpServer:
             self.metrics.connections_open.labels(name).dec()
             self.metrics.connections.labels(name, outcome_label(getattr(session, "outcome", "error"))).inc()
             self.sessions.discard(gevent.getcurrent())
+            self.active.discard(session)
             self.per_client[client] -= 1
             if not self.per_client[client]:
                 del self.per_client[client]

@@ -5,22 +5,27 @@ runs the actions the machine asks for, and makes sure that whatever goes
 wrong in one session is logged and ends that session alone.
 """
 
+import dataclasses
 import logging
 import ssl
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from empath import threads
+from empath import submit, threads
 from empath.log import audit, event
+from empath.plugins.api import Context, apply_headers, parse_headers
+from empath.plugins.runner import PASS, Verdict
 from empath.queue import ids
-from empath.queue.store import NewMessage, NewRecipient, QueueError, StorageFull
+from empath.queue.store import QueueError, StorageFull
 from empath.smtp import replies, stamp
+from empath.smtp.commands import MailArgs
 from empath.smtp.connection import Connection, ConnectionClosed
 from empath.smtp.data import DataReader
-from empath.smtp.machine import Action, Machine, Step
+from empath.smtp.machine import Action, Check, Machine, Step
+from empath.smtp.replies import Reply
 from empath.users import UsersFileError
 
 if TYPE_CHECKING:
@@ -43,11 +48,13 @@ class Session:
         self.trace_id = uuid.uuid4().hex
         self.started = time.time()
         self._body = b""  # the message just read, between READ_DATA and ENQUEUE
+        self.plugins = self.server.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
             listening.policy,
             client_address,
             trusted=self.server.is_trusted(client_address),
             tls_active=False,
+            checks=frozenset(self.plugins) & {"helo", "mail", "rcpt"},
         )
 
     def run(self) -> None:
@@ -83,6 +90,10 @@ class Session:
             self.conn.send(replies.PREGREET.render())
             self.server.metrics.commands_rejected.labels(replies.PREGREET.name).inc()
             self.conn.close(linger=1.0)
+            return
+        refusal = _refusal(self._consult("connect"))
+        if refusal is not None:
+            self._perform(Step((refusal,), Action.CLOSE))
             return
         self.conn.send(self.machine.greeting().render(enhanced=False))
         limit = self.config.limits.line_length
@@ -134,8 +145,55 @@ class Session:
         if action is Action.READ_DATA:
             return self._perform(self._read_data())
         if action is Action.ENQUEUE:
-            return self._perform(self._enqueue())
+            return self._perform(self._check_data() or self._enqueue())
+        if action is Action.CHECK:
+            assert step.check is not None
+            return self._perform(self._check(step.check))
         raise AssertionError(f"unknown action {action}")
+
+    # -- plug-ins (empath/plugins) ----------------------------------------------------
+
+    def _consult(self, hook: str, **fields: Any) -> Verdict:
+        """Run this listener's plug-ins of ``hook`` on what the session knows, and ``fields``."""
+        chain = self.plugins.get(hook)
+        if not chain:
+            return PASS
+        machine, envelope = self.machine, self.machine.envelope
+        context = Context(
+            hook=hook,
+            trace_id=self.trace_id,
+            listener=self.listening.listener.name,
+            client_address=self.client,
+            helo=machine.helo,
+            tls=machine.tls_active,
+            auth_user=machine.auth_user,
+            sender=envelope.sender if envelope else None,
+            recipients=tuple(r.address for r in envelope.recipients) if envelope else (),
+        )
+        return self.server.plugins.runner.run(chain, dataclasses.replace(context, **fields))
+
+    def _check(self, check: Check) -> Step:
+        """A HELO, MAIL or RCPT the machine holds until the plug-ins have had their say."""
+        if check.hook == "helo":
+            verdict = self._consult("helo", helo=check.helo)
+        elif check.mail is not None:
+            verdict = self._consult("mail", sender=check.mail.path.address, parameters=_parameters(check.mail))
+        else:
+            verdict = self._consult("rcpt", recipient=check.recipient)
+        return self.machine.checked(_refusal(verdict))
+
+    def _check_data(self) -> Step | None:
+        """The data plug-ins: a refusal ends the transaction; header changes are made here."""
+        if not self.plugins.get("data"):
+            return None
+        message = self._body
+        verdict = self._consult("data", headers=parse_headers(message), message=message)
+        refusal = _refusal(verdict)
+        if refusal is not None:
+            self._body = b""
+            return self.machine.queue_failed(refusal)
+        self._body = apply_headers(message, verdict.headers)
+        return None
 
     def _start_tls(self) -> None:
         dropped = self.conn.discard_input()
@@ -219,42 +277,27 @@ class Session:
         queue_id = ids.new_id(now)
         machine = self.machine
         recipients = envelope.recipients
-        body = self._body
-        trace_id = stamp.trace_from(body, self.config.hostname) or self.trace_id
-        header = stamp.received(
-            helo=machine.helo or "unknown",
-            client_address=self.client,
-            hostname=self.config.hostname,
-            with_=stamp.protocol(
+        origin = submit.SmtpClient(
+            address=self.client,
+            helo=machine.helo,
+            listener=self.listening.listener.name,
+            protocol=stamp.protocol(
                 machine.esmtp, machine.tls_active, machine.auth_user is not None, envelope.mail.smtputf8
             ),
-            queue_id=queue_id,
-            trace_id=trace_id,
             tls=f"using {self.conn.tls_version} with cipher {self.conn.tls_cipher}" if machine.tls_active else None,
-            recipient=recipients[0].address if len(recipients) == 1 else None,
-            now=now,
-        )
-        if self.listening.listener.mode != "smtp":
-            header += stamp.submission_headers(body, queue_id, self.config.hostname, now)
-        message = NewMessage(
-            queue_id=queue_id,
-            sender=envelope.sender,
-            body=header + body,
-            recipients=[NewRecipient(r.address, r.domain, r.args.notify, r.args.orcpt) for r in recipients],
-            received_at=now,
-            expires_at=now + self.config.queue.lifetime,
-            client_address=self.client,
-            client_helo=machine.helo or "",
-            listener=self.listening.listener.name,
-            trace_id=trace_id,
             auth_user=machine.auth_user,
-            smtputf8=envelope.mail.smtputf8,
-            body_type=envelope.mail.body,
-            dsn_ret=envelope.mail.ret,
-            dsn_envid=envelope.mail.envid,
-            events=[("received", f"from {machine.helo} [{self.client}] via {self.listening.listener.name}")],
+            trusted=machine.trusted,
+            submission=self.listening.listener.mode != "smtp",
         )
-        self._body = b""
+        body, self._body = self._body, b""
+        args = (self.config, origin, submit.smtp_envelope(envelope), body, queue_id, now, self.trace_id)
+        if submit.may_sign(self.config, origin):
+            # DKIM hashes the whole message and an RSA signature takes milliseconds:
+            # on a thread, so the other sessions go on meanwhile.
+            message, signing = threads.call(gevent.get_hub().threadpool, submit.compose, *args)
+        else:
+            message, signing = submit.compose(*args)
+        trace_id = message.trace_id
         try:
             self.server.committer.enqueue(message)
         except StorageFull as exc:
@@ -281,4 +324,36 @@ class Session:
             trace_id=trace_id,
             session_trace_id=self.trace_id if trace_id != self.trace_id else None,
         )
+        for key, why in signing.failed:
+            event(
+                log,
+                "dkim_failed",
+                level=logging.ERROR,
+                queue_id=queue_id,
+                domain=key.domain,
+                selector=key.selector,
+                error=why,
+                trace_id=trace_id,
+            )
         return machine.queued(queue_id)
+
+
+def _refusal(verdict: Verdict) -> Reply | None:
+    if verdict.failed:
+        return replies.PLUGIN_FAILURE
+    if verdict.reject is not None:
+        r = verdict.reject
+        return replies.plugin_rejection(r.code, r.status, r.text)
+    return None
+
+
+def _parameters(mail: MailArgs) -> dict[str, str]:
+    """The MAIL parameters a plug-in sees, as the client would have written them."""
+    given = {
+        "SIZE": str(mail.size) if mail.size is not None else None,
+        "BODY": mail.body if mail.body != "7BIT" else None,
+        "SMTPUTF8": "" if mail.smtputf8 else None,
+        "RET": mail.ret,
+        "ENVID": mail.envid,
+    }
+    return {key: value for key, value in given.items() if value is not None}

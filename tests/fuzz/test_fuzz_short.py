@@ -17,7 +17,7 @@ SECONDS = 15
 pytestmark = pytest.mark.fuzz
 
 
-@pytest.mark.parametrize("target", ["commands", "addresses", "data", "config"])
+@pytest.mark.parametrize("target", ["commands", "addresses", "data", "config", "control"])
 def test_fuzz_short(target):
     proc = subprocess.run(
         [str(ROOT / "scripts" / "fuzz"), target, str(SECONDS)],

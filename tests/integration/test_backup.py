@@ -13,22 +13,15 @@ import threading
 from pathlib import Path
 
 from peer import Peer
-from support import ROOT, wait_for
+from support import ROOT, empathctl, send_message, wait_for
 
 from empath.queue import backup
 
-EMPATHCTL = ROOT / ".venv" / "bin" / "empathctl"
 CRON_SCRIPT = ROOT / "scripts" / "empath-backup"
 
 
 def ctl(daemon, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(EMPATHCTL), "--config", str(daemon.config_path), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+    return empathctl(daemon, *args, timeout=timeout)
 
 
 def queued_id(text: bytes) -> str:
@@ -38,14 +31,7 @@ def queued_id(text: bytes) -> str:
 
 
 def send(daemon, tag: str, rcpts: list[str]) -> str:
-    with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=30) as client:
-        client.ehlo("client.test")
-        assert client.mail("alice@sender.test")[0] == 250
-        for rcpt in rcpts:
-            assert client.rcpt(rcpt)[0] == 250
-        code, text = client.data(f"Subject: {tag}\r\n\r\nbody of {tag}\r\n".encode())
-        assert code == 250
-        return queued_id(text)
+    return send_message(daemon, rcpts, tag)
 
 
 def one_line_failure(result: subprocess.CompletedProcess, fragment: str) -> None:

@@ -88,3 +88,138 @@ def test_sendmail_errors_are_one_line_with_sysexits_codes(make_daemon, tmp_path)
     )
     assert missing.returncode == 78 and b"cannot read" in missing.stderr
     assert not (daemon.data_dir / "queue.sqlite3").exists()  # nothing was queued, not even a database
+
+
+# -- sendmail -bs: the SMTP machine on stdin and stdout ----------------------------------
+
+BS_MESSAGE = b"From: app@local.test\r\nSubject: %s\r\n\r\nhello\r\n..dot\r\n.\r\n"
+
+
+def bs_replies(stdout: bytes) -> list[str]:
+    """The code (and enhanced status) of every reply, multi-line replies once."""
+    return [line[:9].decode() for line in stdout.split(b"\r\n") if line[3:4] == b" "]
+
+
+def test_bs_pipelined_dialogue_queues_each_message_before_its_250(make_daemon):
+    daemon = make_daemon()
+    daemon.write_config()
+    script = (
+        b"EHLO app.local\r\n"
+        b"MAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nRCPT TO:<dev@remote.test>\r\nDATA\r\n"
+        + BS_MESSAGE % b"one"
+        + b"BOGUS\r\n"
+        + b"MAIL FROM:<>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
+        + b"Subject: two\r\n\r\nbody\r\n.\r\n"
+        + b"QUIT\r\n"
+    )
+    result = run("empath.sendmail", daemon, "-bs", stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert bs_replies(result.stdout) == [
+        "220 mx.te",
+        "250 HELP",
+        "250 2.1.0",
+        "250 2.1.5",
+        "250 2.1.5",
+        "354 End d",
+        "250 2.0.0",
+        "500 5.5.1",
+        "250 2.1.0",
+        "250 2.1.5",
+        "354 End d",
+        "250 2.0.0",
+        "221 2.0.0",
+    ]
+    queued = [line.rsplit(b" ", 1)[1].decode() for line in result.stdout.split(b"\r\n") if b"queued as" in line]
+    assert [queue_id for queue_id, _ in daemon.messages()] == queued
+    first, second = queued
+    assert sorted(daemon.recipients(first)) == ["dev@remote.test", "ops@remote.test"]
+    body = daemon.body(first)
+    assert body.startswith(b"Received: by mx.test.example (Empath, from user ")
+    assert body.endswith(b"Subject: one\r\n\r\nhello\r\n.dot\r\n")  # the dot unstuffed, as over SMTP
+    assert b"Message-ID: <" in body and b"\r\nDate: " in body
+    assert daemon.query("SELECT sender, listener FROM message WHERE queue_id = ?", second) == [("", "sendmail")]
+    # A null sender has no address for the From header a local submission gets: the user's own is used.
+    assert b"\r\nFrom: " in daemon.body(second)
+    assert daemon.query("SELECT detail FROM event WHERE queue_id = ?", first)[0][0].endswith("via sendmail -bs")
+
+
+def test_bs_input_ending_inside_data_loses_nothing_that_got_250(make_daemon):
+    daemon = make_daemon()
+    daemon.write_config()
+    script = (
+        b"HELO app.local\r\nMAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
+        + BS_MESSAGE % b"whole"
+        + b"MAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
+        + b"Subject: cut\r\n\r\nthe first half"
+    )
+    result = run("empath.sendmail", daemon, "-bs", stdin=script)
+    assert result.returncode == 76 and b"not queued" in result.stderr and b"Traceback" not in result.stderr
+    assert bs_replies(result.stdout)[-2:] == ["250 2.1.5", "354 End d"]
+    [(queue_id, _)] = daemon.messages()
+    assert b"Subject: whole" in daemon.body(queue_id)
+    assert daemon.query("SELECT count(*) FROM body WHERE data LIKE '%first half%'") == [(0,)]
+
+
+def test_bs_refuses_bare_lf_and_too_long_lines_as_the_listeners_do(make_daemon):
+    daemon = make_daemon()
+    daemon.write_config()
+    script = (
+        b"EHLO app.local\n"  # a bare LF ends no command
+        + b"EHLO app.local\r\n"
+        + b"NOOP %s\r\n" % (b"x" * 600)
+        + b"MAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
+        + b"Subject: smuggled\r\n\r\nbody\n.\r\nMAIL FROM:<evil@x.test>\r\n.\r\n"
+    )
+    result = run("empath.sendmail", daemon, "-bs", stdin=script)
+    codes = bs_replies(result.stdout)
+    assert codes[1].startswith("500") and codes[3].startswith("500")  # bare LF, line too long
+    assert codes[-1].startswith("5") and result.returncode == 0  # the bare LF in DATA closes, as on a socket
+    assert b"evil" not in result.stdout and not (daemon.data_dir / "queue.sqlite3").exists()  # nothing queued
+
+
+def test_swaks_through_a_pipe_with_the_daemon_running(make_daemon):
+    with Peer("127.0.0.11") as peer:
+        daemon = routed_to(make_daemon, peer).start()
+        command = f"{sys.executable} -m empath.sendmail -C {daemon.config_path} -bs"
+        swaks = subprocess.run(
+            ["swaks", "--pipe", command, "--pipeline", "--from", "app@local.test", "--to", "ops@remote.test"],
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert swaks.returncode == 0, swaks.stdout.decode() + swaks.stderr.decode()
+        assert b"queued as" in swaks.stdout
+        [transaction] = peer.wait_for_transactions(1, timeout=10)  # nudged: delivered at once
+        assert transaction.sender == "app@local.test" and transaction.recipients == ["ops@remote.test"]
+        assert b"Received: by mx.test.example (Empath, from user " in transaction.data
+        assert not peer.violations
+
+
+def test_bs_times_out_a_silent_client_and_answers_451_when_the_queue_cannot_take_mail(make_daemon, tmp_path):
+    daemon = make_daemon(timeouts={"command": "1s"})
+    daemon.write_config()
+    env = dict(os.environ, EMPATH_CONFIG=str(daemon.config_path))
+    silent = subprocess.Popen(
+        [sys.executable, "-m", "empath.sendmail", "-bs"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    silent.stdin.write(b"EHLO app.local\r\n")
+    silent.stdin.flush()  # and then nothing more, with stdin left open
+    silent.wait(timeout=20)  # not communicate(): that would close stdin, an end of input rather than silence
+    out, err = silent.stdout.read(), silent.stderr.read()
+    for stream in (silent.stdin, silent.stdout, silent.stderr):
+        stream.close()
+    assert silent.returncode == 75 and bs_replies(out)[-1] == "421 4.4.2" and b"timed out" in err
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    broken = make_daemon(server={"data_dir": str(blocked)})
+    broken.write_config()
+    script = b"HELO app.local\r\nMAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
+    result = run("empath.sendmail", broken, "-bs", stdin=script + BS_MESSAGE % b"x" + b"QUIT\r\n")
+    assert bs_replies(result.stdout)[-2:] == ["451 4.3.0", "221 2.0.0"] and result.returncode == 0
+    assert b"sendmail: cannot queue the message in " in result.stderr and b"Traceback" not in result.stderr

@@ -44,7 +44,7 @@ def test_config_crash_input_through_load(path, tmp_path):
         load(config)
 
 
-@pytest.mark.parametrize("target", ["commands", "addresses", "data", "config"])
+@pytest.mark.parametrize("target", ["commands", "addresses", "data", "config", "control"])
 def test_seed_corpus_replays_cleanly(target):
     # The seeds too: a harness that fails on its own seeds would find nothing.
     harness = importlib.import_module(f"fuzz.fuzz_{target}")

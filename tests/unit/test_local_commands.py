@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from empath import mailq
 from empath.config.load import validate
 from empath.sendmail import (
     Options,
@@ -38,6 +37,7 @@ def config():
         ),
         (["-r", "me@x.test", "--", "-odd@b.test"], Options(sender="me@x.test", recipients=["-odd@b.test"])),
         (["-bp"], Options(mode="list")),
+        (["-bs"], Options(mode="smtp")),
         (["-q"], Options(mode="flush")),
         (["-C", "/etc/e.toml", "-oem", "-v", "a@b.test"], Options(config="/etc/e.toml", recipients=["a@b.test"])),
         (["-o", "X", "a@b.test"], Options(recipients=["a@b.test"])),
@@ -47,7 +47,7 @@ def test_parse_args(argv, expected):
     assert parse_args(argv) == expected
 
 
-@pytest.mark.parametrize("argv", [["-f"], ["-bs"], ["-bz"], ["-Z"]])
+@pytest.mark.parametrize("argv", [["-f"], ["-bz"], ["-Z"]])
 def test_parse_args_refuses(argv):
     with pytest.raises(UsageError):
         parse_args(argv)
@@ -73,7 +73,7 @@ def test_header_recipients_and_bcc_removal():
 def test_build_adds_headers_qualifies_names_and_keeps_the_body():
     message = b"Subject: backup\r\nBcc: secret@x.test\r\n\r\nall done\r\n"
     opts = Options(from_headers=True, full_name="Cron Daemon", recipients=["root"])
-    msg = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ")
+    msg, signing = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ")
     assert msg.sender == "backup@host.test"
     assert [r.address for r in msg.recipients] == ["root@host.test", "secret@x.test"]
     assert msg.body.startswith(
@@ -85,28 +85,9 @@ def test_build_adds_headers_qualifies_names_and_keeps_the_body():
     assert b"Bcc:" not in msg.body and b"secret" not in msg.body
     assert msg.body.endswith(b"Subject: backup\r\n\r\nall done\r\n")
     assert msg.listener == "sendmail" and msg.events == [("received", "from local user backup via sendmail")]
+    assert not signing.signed and not signing.failed  # no [[dkim]] keys
 
 
 def test_build_without_recipients_is_a_usage_error():
     with pytest.raises(UsageError):
         build(Options(), b"Subject: x\r\n\r\n", config(), "u", 0.0, "Q")
-
-
-def test_mailq_render_matches_postfix_layout():
-    entries = [
-        mailq.Entry("01AAAAAAAAAAAAAA", 2048, 0.0, "", active=True, recipients=[("a@x.test", None)]),
-        mailq.Entry(
-            "01BBBBBBBBBBBBBB",
-            100,
-            0.0,
-            "s@y.test",
-            recipients=[("b@x.test", "connect: refused"), ("c@x.test", "connect: refused")],
-        ),
-    ]
-    text = mailq.render(entries)
-    lines = text.splitlines()
-    assert lines[0].startswith("-Queue ID-")
-    assert lines[1].startswith("01AAAAAAAAAAAAAA*     2048 ") and lines[1].endswith("MAILER-DAEMON")
-    assert "(connect: refused)" in text and text.count("(connect: refused)") == 1
-    assert lines[-1] == "-- 3 Kbytes in 2 Requests."
-    assert mailq.render([]) == "Mail queue is empty\n"

@@ -1,0 +1,1 @@
+"""The control socket: empathctl's JSON-lines channel into the running daemon."""

@@ -1,0 +1,62 @@
+"""The queue verbs when the daemon is down: empathctl opens the database itself.
+
+Listings open it read-only (SQLite ``mode=ro``), so they work beside anything.
+Actions take the data directory's lock first (a daemon starting meanwhile
+waits for nothing: it finds the lock taken and refuses to start, with the
+holder's pid), open the file as the daemon does, and write the same
+``control`` audit line (``via=database``) to the daemon's log.
+"""
+
+import os
+import sqlite3
+from typing import Any
+
+import peewee
+
+from empath import log
+from empath.config import Config
+from empath.control import audit
+from empath.control.client import ControlError
+from empath.control.protocol import VERBS, Request
+from empath.control.queue_verbs import QueueVerbs
+from empath.queue import admin, store
+
+QUEUE_VERBS = tuple(name for name in VERBS if name.startswith("queue-"))
+
+
+def _direct(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
+def run(config: Config, request: Request) -> Any:
+    """Serve a queue verb from the database file; ControlError says why it cannot."""
+    try:
+        return _run(config, request)
+    except (store.QueueError, peewee.PeeweeException, sqlite3.Error, OSError) as exc:
+        raise ControlError(f"cannot use the queue database {config.database_path}: {exc}") from None
+
+
+def _run(config: Config, request: Request) -> Any:
+    path = config.database_path
+    if not path.exists():
+        raise ControlError(f"there is no queue database at {path}")
+    if not VERBS[request.verb].mutating:
+        with admin.open_readonly(path):
+            return QueueVerbs(_direct, _direct).handlers()[request.verb](request.args)
+    try:
+        lock = store.lock_data_dir(config.data_dir)
+    except store.AlreadyRunning as exc:
+        raise ControlError(f"{exc}, but its control socket {config.control_socket} does not answer") from None
+    try:
+        db = store.connect(path)
+        try:
+            store.ensure_schema(db)
+            result = QueueVerbs(_direct, _direct).handlers()[request.verb](request.args)
+        finally:
+            db.close()
+    finally:
+        os.close(lock)
+    log.setup(config.log_level, config.log_format, config.log_file)
+    uid = os.getuid()
+    audit.action(f"uid:{uid}", uid, request.verb, request.args, audit.summary(result), via="database")
+    return result

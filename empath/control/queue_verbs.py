@@ -1,0 +1,57 @@
+"""The queue verbs (queue-list, -show, -delete, -hold, -release, -retry) over empath.queue.admin.
+
+The same code serves the daemon (reads on its database thread, actions in
+its group commit, then a wake-up for the scheduler) and empathctl when the
+daemon is down (the file opened by empathctl itself): only ``read``,
+``write`` and ``wake`` differ.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from empath.control.server import VerbError
+from empath.queue import admin
+
+DEFAULT_LIMIT = 1000  # messages a listing returns unless told: it runs on the database thread
+
+Run = Callable[..., Any]
+
+
+@dataclass
+class QueueVerbs:
+    read: Run  # read(fn, *args): fn's value
+    write: Run  # write(fn, *args): fn's value, committed
+    wake: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = time.time
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {
+            "queue-list": self.list,
+            "queue-show": self.show,
+            "queue-delete": lambda args: self._act(admin.delete, args),
+            "queue-hold": lambda args: self._act(admin.hold, args),
+            "queue-release": lambda args: self._act(admin.release, args, self.clock()),
+            "queue-retry": self.retry,
+        }
+
+    def list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        flt = admin.QueueFilter(args.get("state"), args.get("domain"), args.get("sender"), args.get("older_than"))
+        return self.read(admin.list_messages, flt, self.clock(), args.get("limit", DEFAULT_LIMIT))
+
+    def show(self, args: dict[str, Any]) -> dict[str, Any]:
+        detail = self.read(admin.show_message, args["id"], self.clock(), args.get("body", False))
+        if detail is None:
+            raise VerbError(f"no message {args['id']} in the queue or its history")
+        return detail
+
+    def retry(self, args: dict[str, Any]) -> dict[str, int]:
+        count = self.write(admin.retry, args.get("ids"), args.get("domain"), self.clock())
+        self.wake()
+        return {"messages": count}
+
+    def _act(self, fn: Run, args: dict[str, Any], *more: Any) -> dict[str, int]:
+        count = self.write(fn, args.get("ids"), *more)  # no ids: every message (protocol checked --all --yes)
+        self.wake()
+        return {"messages": count}

@@ -1,0 +1,24 @@
+"""Checks of the [control] section against the system: the group exists, the tokens file loads."""
+
+import grp
+from typing import TYPE_CHECKING
+
+from empath.control import tokens
+
+if TYPE_CHECKING:
+    from empath.config.model import ControlSettings
+
+
+def control_problems(settings: "ControlSettings") -> list[str]:
+    problems = []
+    if settings.group is not None:
+        try:
+            grp.getgrnam(settings.group)
+        except KeyError:
+            problems.append(f"control.group: there is no group {settings.group!r} on this system")
+    if settings.tokens_file is not None:
+        try:
+            tokens.read(settings.tokens_file)
+        except tokens.TokensFileError as exc:
+            problems.append(f"control.tokens_file: {exc}")
+    return problems

@@ -1,0 +1,161 @@
+"""A message handed to Empath, made into its queue entry, in one place for every
+way in: an SMTP session, and the sendmail command (plain or ``-bs``).
+
+Here a message gets Empath's Received header, the From, Date and Message-ID
+that a submission lacks, and its DKIM signatures, once, before it is queued:
+every delivery attempt then sends the same bytes. Pure but for reading the
+DKIM key files; the callers store the result and log what signing came to.
+"""
+
+import email.utils
+from dataclasses import dataclass
+
+from empath import dkim
+from empath.config import Config
+from empath.queue.store import NewMessage, NewRecipient
+from empath.smtp import stamp
+from empath.smtp.machine import Envelope as Transaction
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipients: list[NewRecipient]
+    smtputf8: bool = False
+    body_type: str = "7BIT"
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+
+
+def smtp_envelope(transaction: Transaction, body_type: str | None = None) -> Envelope:
+    """The envelope of an SMTP mail transaction; ``body_type`` when the data is not taken as declared."""
+    mail = transaction.mail
+    return Envelope(
+        sender=transaction.sender,
+        recipients=[NewRecipient(r.address, r.domain, r.args.notify, r.args.orcpt) for r in transaction.recipients],
+        smtputf8=mail.smtputf8,
+        body_type=body_type or mail.body,
+        dsn_ret=mail.ret,
+        dsn_envid=mail.envid,
+    )
+
+
+@dataclass(frozen=True)
+class SmtpClient:
+    """Mail from an SMTP session."""
+
+    address: str
+    helo: str | None
+    listener: str
+    protocol: str  # the Received header's "with" (stamp.protocol)
+    tls: str | None  # "using TLSv1.3 with cipher ...", None in clear
+    auth_user: str | None
+    trusted: bool  # in relay.trusted_networks
+    submission: bool  # a submission listener: fill in Date and Message-ID (RFC 6409 §8)
+
+    @property
+    def signs(self) -> bool:
+        """Only our own users' mail is signed, never a stranger's that claims to be from our domain."""
+        return self.trusted or self.auth_user is not None
+
+    @property
+    def client_helo(self) -> str:
+        return self.helo or ""
+
+    def received(
+        self, hostname: str, queue_id: str, trace_id: str, recipients: list[NewRecipient], now: float
+    ) -> bytes:
+        return stamp.received(
+            helo=self.helo or "unknown",
+            client_address=self.address,
+            hostname=hostname,
+            with_=self.protocol,
+            queue_id=queue_id,
+            trace_id=trace_id,
+            tls=self.tls,
+            recipient=recipients[0].address if len(recipients) == 1 else None,
+            now=now,
+        )
+
+    def missing_headers(self, data: bytes, sender: str, queue_id: str, hostname: str, now: float) -> bytes:
+        return stamp.submission_headers(data, queue_id, hostname, now) if self.submission else b""
+
+    def describe(self) -> str:
+        return f"from {self.helo} [{self.address}] via {self.listener}"
+
+
+@dataclass(frozen=True)
+class LocalUser:
+    """Mail from a program on this host, through the sendmail command."""
+
+    user: str
+    full_name: str | None = None  # sendmail -F: for the From header a message lacks
+    via: str = "sendmail"
+    address = ""
+    client_helo = ""
+    listener = "sendmail"
+    auth_user = None
+    signs = True  # the host's own mail
+
+    def received(
+        self, hostname: str, queue_id: str, trace_id: str, recipients: list[NewRecipient], now: float
+    ) -> bytes:
+        return stamp.received_local(user=self.user, hostname=hostname, queue_id=queue_id, trace_id=trace_id, now=now)
+
+    def missing_headers(self, data: bytes, sender: str, queue_id: str, hostname: str, now: float) -> bytes:
+        added = b""
+        if "from" not in stamp.header_names(data):
+            author = sender or f"{self.user}@{hostname}"  # a null sender (-bs) is nobody's address
+            added += f"From: {email.utils.formataddr((self.full_name or '', author))}\r\n".encode()
+        return added + stamp.submission_headers(data, queue_id, hostname, now)
+
+    def describe(self) -> str:
+        return f"from local user {self.user} via {self.via}"
+
+
+Origin = SmtpClient | LocalUser
+
+
+def may_sign(config: Config, origin: Origin) -> bool:
+    """Will compose try DKIM keys on this message? (Then it costs milliseconds, not microseconds.)"""
+    return origin.signs and bool(config.dkim)
+
+
+def compose(
+    config: Config, origin: Origin, envelope: Envelope, data: bytes, queue_id: str, now: float, trace_id: str
+) -> tuple[NewMessage, dkim.Signing]:
+    """The queue entry for ``data`` as it came from ``origin``, and what DKIM signing came to.
+
+    ``trace_id`` is used unless the message already carries one of ours (it came back).
+    """
+    hostname = config.hostname
+    trace_id = stamp.trace_from(data, hostname) or trace_id
+    body = (
+        origin.received(hostname, queue_id, trace_id, envelope.recipients, now)
+        + origin.missing_headers(data, envelope.sender, queue_id, hostname, now)
+        + data
+    )
+    signing = dkim.sign(body, config.dkim) if may_sign(config, origin) else dkim.Signing()
+    body = signing.fields + body
+    events = [("received", origin.describe())]
+    events += [("dkim", f"signed: d={k.domain} s={k.selector} a={k.algorithm}") for k in signing.signed]
+    events += [("dkim", f"not signed: d={k.domain} s={k.selector}: {why}") for k, why in signing.failed]
+    message = NewMessage(
+        queue_id=queue_id,
+        sender=envelope.sender,
+        body=body,
+        recipients=envelope.recipients,
+        received_at=now,
+        expires_at=now + config.queue.lifetime,
+        client_address=origin.address,
+        client_helo=origin.client_helo,
+        listener=origin.listener,
+        trace_id=trace_id,
+        auth_user=origin.auth_user,
+        smtputf8=envelope.smtputf8,
+        body_type=envelope.body_type,
+        dsn_ret=envelope.dsn_ret,
+        dsn_envid=envelope.dsn_envid,
+        events=events,
+    )
+    return message, signing

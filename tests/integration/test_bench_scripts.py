@@ -1,0 +1,73 @@
+"""The benchmark scripts (scripts/bench/) run, in their smallest form, and end
+with one parseable RESULT line. Their figures are not judged here: speed is
+measured by scripts/bench/all, outside the test run."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from support import ROOT
+
+RESULT = re.compile(r"^RESULT (?P<scenario>\w+)(?P<figures>( \w+=-?[\d.]+(e[+-]?\d+)?| \w+=nan)+)$")
+
+
+def run_bench(script: str, *args: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    m = RESULT.match(last)
+    assert m, f"not a RESULT line: {last!r}"
+    return {key: float(value) for key, value in (pair.split("=") for pair in m.group("figures").split())}
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("smtp-source", path="/usr/sbin:/usr/bin") is None,
+    reason="a private Postfix needs root and the postfix package",
+)
+def test_accept_bench_compares_empath_with_postfix():
+    figures = run_bench("accept.py", "--runs", "1", "--messages", "50", "--sessions", "20")
+    assert figures["messages"] == 50
+    for key in ("empath_s20", "postfix_s20", "empath_s20_reuse", "postfix_s20_reuse"):
+        assert figures[key] > 0
+    assert figures["ratio_s20"] == pytest.approx(figures["empath_s20"] / figures["postfix_s20"], rel=0.01)
+
+
+def test_queue_scale_bench_claims_at_each_size():
+    figures = run_bench("queue_scale.py", "--runs", "1", "--messages", "10000")
+    assert set(figures) == {"claim_ms_1000", "claim_ms_10000", "commit_ms_1000", "commit_ms_10000", "ratio"}
+    assert figures["claim_ms_1000"] > 0 and figures["claim_ms_10000"] > 0
+
+
+def test_fsync_check_finds_a_250_sent_before_its_sync_completed():
+    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+    from fsync_check import check
+
+    wal = "5</q/queue.sqlite3-wal>"
+
+    def reply(queue_id: str) -> str:
+        return f'11  sendto(7<socket:[1]>, "250 2.0.0 OK queued as {queue_id}\\r\\n", 41, 0, NULL, 0) = 41'
+
+    synced_first = [
+        f'10  pwrite64({wal}, "\\r\\0\\0\\0 01M86ZTA61C3RJP2 x", 4096, 0) = 4096',
+        f"10  fdatasync({wal}) = 0",
+        reply("01M86ZTA61C3RJP2"),
+    ]
+    replied_first = [
+        f'10  pwrite64({wal}, "\\r\\0\\0\\0 01M86ZTA61MRVJEX x", 4096, 0) = 4096',
+        f"10  fdatasync({wal} <unfinished ...>",
+        reply("01M86ZTA61MRVJEX"),
+        "10  <... fdatasync resumed>) = 0",
+    ]
+    assert check(synced_first) == (1, 1, [])
+    replies, syncs, violations = check(synced_first + replied_first)
+    assert (replies, syncs) == (2, 2)
+    assert violations == [reply("01M86ZTA61MRVJEX")]

@@ -1,0 +1,141 @@
+"""DKIM end to end: keys made with `empathctl dkim keygen`, their TXT records
+served by the loopback DNS server, mail submitted to the real daemon (from a
+trusted address, and with AUTH) and relayed to a peer, and the bytes the peer
+received verified by dkimpy, which looks the keys up with a real DNS query."""
+
+import os
+import re
+import smtplib
+import subprocess
+import sys
+
+import dkim as dkimpy
+import dns.resolver
+from dns_server import DnsServer
+from peer import Peer
+from support import ROOT, wait_for
+
+BODY = b"From: Alice <alice@local.test>\r\nTo: bob@remote.test\r\nSubject: signed\r\n\r\nhello\r\n.dot\r\n"
+
+
+def keygen(daemon, selector: str, algorithm: str) -> str:
+    """Make a key for local.test; the TXT record's value as the zone file gives it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "empath.ctl", "--config", str(daemon.config_path), "dkim", "keygen"]
+        + ["local.test", selector, "--algorithm", algorithm, "--directory", str(daemon.directory / "dkim")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    [record] = [line for line in result.stdout.splitlines() if " IN TXT " in line]
+    daemon.extra += (
+        f'[[dkim]]\ndomain = "local.test"\nselector = "{selector}"\n'
+        f'key_file = "{daemon.directory / "dkim" / f"local.test.{selector}.key"}"\nalgorithm = "{algorithm}"\n'
+    )
+    return record.split(" IN TXT ", 1)[1]
+
+
+def dns_lookup(server: DnsServer):
+    """dkimpy's dnsfunc, as a real query to the test's DNS server."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [server.host]
+    resolver.port = server.port
+
+    def txt(name: bytes, timeout: float = 5) -> bytes:
+        answer = resolver.resolve(name.decode(), "TXT", lifetime=timeout)
+        return b"".join(answer[0].strings)
+
+    return txt
+
+
+def verifies(message: bytes, idx: int, lookup) -> bool:
+    """Does the idx-th signature verify? (dkimpy raises for some failures, returns False for others.)"""
+    try:
+        return dkimpy.DKIM(message).verify(idx=idx, dnsfunc=lookup)
+    except dkimpy.DKIMException:
+        return False
+
+
+def test_submitted_mail_is_signed_once_and_verifies_against_the_published_keys(make_daemon, certs):
+    with Peer("127.0.0.11") as peer, DnsServer() as dns_server:
+        daemon = make_daemon(**{'domains."remote.test"': {"route": [f"{peer.host}:{peer.port}"]}})
+        daemon.write_config()
+        dns_server.set("rsa._domainkey.local.test", TXT=[keygen(daemon, "rsa", "rsa-sha256")])
+        dns_server.set("ed._domainkey.local.test", TXT=[keygen(daemon, "ed", "ed25519-sha256")])
+        daemon.add_user("alice", "secret")
+        daemon.start()
+
+        with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10, source_address=("127.0.0.2", 0)) as client:
+            assert client.sendmail("alice@local.test", ["bob@remote.test"], BODY) == {}  # a trusted network
+        with smtplib.SMTP("127.0.0.1", daemon.ports.submission, timeout=10) as client:
+            client.starttls(context=certs.client_context())
+            client.login("alice", "secret")
+            assert client.sendmail("alice@local.test", ["bob@remote.test"], BODY) == {}
+
+        lookup = dns_lookup(dns_server)
+        for transaction in peer.wait_for_transactions(2, timeout=15):
+            data = transaction.data
+            assert data.count(b"DKIM-Signature: ") == 2 and data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
+            assert verifies(data, 0, lookup) and verifies(data, 1, lookup)  # RSA, Ed25519
+            tampered = data.replace(b"hello", b"hellO")
+            assert not verifies(tampered, 0, lookup) and not verifies(tampered, 1, lookup)
+        assert dns_server.count("rsa._domainkey.local.test", "TXT") >= 2 and not dns_server.errors
+        assert not peer.violations
+
+
+def test_mail_from_strangers_is_not_signed_and_a_bad_key_stops_the_start(make_daemon):
+    daemon = make_daemon()
+    daemon.write_config()
+    keygen(daemon, "rsa", "rsa-sha256")
+    daemon.start()
+    # 127.0.0.1 is not in the test's trusted networks: an outsider writing to a local user.
+    with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10) as client:
+        assert client.sendmail("alice@local.test", ["carol@local.test"], BODY) == {}
+    [(queue_id, _)] = daemon.messages()
+    assert b"DKIM-Signature" not in daemon.body(queue_id)
+    daemon.stop()
+
+    (daemon.directory / "dkim" / "local.test.rsa.key").chmod(0o644)
+    check = subprocess.run(
+        [sys.executable, "-m", "empath.cli", "--config", str(daemon.config_path), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert check.returncode == 1
+    problem = r"empath: dkim\[0\]\.key_file \(line \d+\): \S+/local\.test\.rsa\.key is open to every user.*\n"
+    assert re.fullmatch(problem, check.stderr)
+
+
+def test_a_key_gone_after_the_start_leaves_mail_queued_unsigned_and_said_so(make_daemon):
+    daemon = make_daemon()
+    daemon.write_config()
+    keygen(daemon, "rsa", "rsa-sha256")
+    daemon.start()
+    (daemon.directory / "dkim" / "local.test.rsa.key").unlink()
+
+    with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10, source_address=("127.0.0.2", 0)) as client:
+        assert client.sendmail("alice@local.test", ["bob@remote.test"], BODY) == {}  # accepted all the same
+    env = dict(os.environ, EMPATH_CONFIG=str(daemon.config_path))
+    local = subprocess.run(
+        [sys.executable, "-m", "empath.sendmail", "ops@remote.test"],
+        input=BODY,
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert local.returncode == 0
+    assert local.stderr.decode().startswith("sendmail: queued unsigned by local.test (DKIM selector rsa): cannot read ")
+
+    messages = daemon.messages()
+    assert len(messages) == 2 and not any(b"DKIM-Signature" in daemon.body(queue_id) for queue_id, _ in messages)
+    for queue_id, _ in messages:
+        [(detail,)] = daemon.query("SELECT detail FROM event WHERE queue_id = ? AND kind = 'dkim'", queue_id)
+        assert detail.startswith("not signed: d=local.test s=rsa: cannot read ")
+    wait_for(lambda: "dkim_failed" in daemon.log_since_start(), what="the dkim_failed log line")
+    [line] = [line for line in daemon.log_since_start().splitlines() if "dkim_failed" in line]
+    assert "domain=local.test" in line and "selector=rsa" in line and messages[0][0] in line

@@ -1,0 +1,73 @@
+"""store.insert writes a message as it was given, whatever its size: small
+bodies are bound whole, large ones streamed into the row in pieces."""
+
+import os
+import time
+
+import pytest
+import queue_helpers
+
+from empath.queue import store, work
+from empath.queue.store import BODY_PIECE, STREAM_BODY_OVER, NewMessage, NewRecipient
+
+db = queue_helpers.db  # the fixture: a new queue database
+
+
+def message(queue_id: str, body: bytes) -> NewMessage:
+    now = time.time()
+    return NewMessage(
+        queue_id=queue_id,
+        sender="a@b.test",
+        body=body,
+        recipients=[NewRecipient("x@local.test", "local.test", ("SUCCESS", "FAILURE"), "rfc822;x@local.test")],
+        received_at=now,
+        expires_at=now + 86400,
+        client_address="127.0.0.1",
+        client_helo="h",
+        listener="smtp",
+        trace_id="t",
+        events=[("received", "from h")],
+    )
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, STREAM_BODY_OVER, STREAM_BODY_OVER + 1, 2 * BODY_PIECE + STREAM_BODY_OVER + 7],
+    ids=["empty", "one byte", "at the limit", "just over", "several pieces"],
+)
+def test_a_body_reads_back_byte_for_byte(db, size):
+    body = os.urandom(size)
+    with db.atomic():
+        store.insert(message("Q000000000000001", body))
+    loaded = work.load("Q000000000000001")
+    assert loaded is not None and loaded.body == body
+    assert db.execute_sql("SELECT size FROM message").fetchone()[0] == size
+    assert db.execute_sql("SELECT dsn_notify, dsn_orcpt, state FROM recipient").fetchone() == (
+        "SUCCESS,FAILURE",
+        "rfc822;x@local.test",
+        "queued",
+    )
+    assert db.execute_sql("SELECT kind, detail FROM event").fetchall() == [("received", "from h")]
+
+
+def test_envelope_only_load_leaves_the_body_out(db):
+    with db.atomic():
+        store.insert(message("Q000000000000002", b"Subject: x\r\n\r\nbody\r\n"))
+    loaded = work.load("Q000000000000002", body=False)
+    assert loaded is not None and loaded.body == b"" and loaded.sender == "a@b.test"
+    assert work.load("Q000000000000009") is None
+
+
+def test_a_streamed_body_too_big_for_the_queue_is_storage_full_and_leaves_nothing(tmp_path):
+    queue = store.Store(tmp_path / "queue.sqlite3", max_size=STREAM_BODY_OVER)
+    queue.db = store.connect(queue.path, queue.max_size)
+    store.ensure_schema(queue.db)
+    try:
+        # SQLite rolls the whole transaction back on SQLITE_FULL: the batch fails as one.
+        with pytest.raises(store.StorageFull):
+            queue.write_batch([(store.insert, (message("Q000000000000003", os.urandom(3 * BODY_PIECE)),))])
+        assert queue.db.execute_sql("SELECT count(*) FROM message").fetchone()[0] == 0
+        assert queue.db.execute_sql("SELECT count(*) FROM body").fetchone()[0] == 0
+    finally:
+        queue.db.close()
+        queue._pool.kill()
