@@ -101,12 +101,13 @@ def first_event_since(since: float) -> int | None:
     return lo
 
 
-def _last_minute(now: float) -> dict[str, int]:
+def event_counts(since: float) -> dict[str, int]:
+    """How many messages came in and went out, and attempts by result, since then."""
     counts = dict.fromkeys(MINUTE_KINDS, 0)
-    first = first_event_since(now - 60)
+    first = first_event_since(since)
     if first is not None:
         query = Event.select(Event.kind, peewee.fn.COUNT(event_id)).where(
-            event_id >= first, Event.at >= now - 60, Event.kind.in_(MINUTE_KINDS)
+            event_id >= first, Event.at >= since, Event.kind.in_(MINUTE_KINDS)
         )
         counts.update(dict(tuples(query.group_by(Event.kind))))
     return counts
@@ -161,7 +162,7 @@ def snapshot(
             states=by_state,
             active=Recipient.select().where(Recipient.state.in_(WAITING), Recipient.lease_owner.is_null(False)).count(),
             oldest_age=max(0.0, now - first) if first is not None else None,
-            last_minute=_last_minute(now),
+            last_minute=event_counts(now - 60),
             backlog=_backlog(now, breaker_of, rows),
             recent=_recent(rows),
         )

@@ -4,8 +4,8 @@ status, connections, stats, reload, log-level, domain set, breaker list|reset,
 pause, resume, queue list|show|delete|hold|release|retry. Each builds a
 request, checks it with the daemon's own parser (so a bad id is refused
 before anything is sent), sends it, and prints the result as text or, with
-``--json``, as JSON. When no daemon runs, the queue verbs work on the
-database directly (control/offline.py); the others fail with one line.
+``--json``, as JSON. When no daemon runs, the queue verbs and stats work on
+the database directly (control/offline.py); the others fail with one line.
 """
 
 import argparse
@@ -155,7 +155,7 @@ def command(args: argparse.Namespace, config: config_module.Config) -> int:
         try:
             result = client.call(config.control_socket, line, args.timeout)
         except client.DaemonDown:
-            if verb not in offline.QUEUE_VERBS:
+            if verb not in offline.OFFLINE_VERBS:
                 raise
             print("empathctl: the daemon is not running; using the queue database directly", file=sys.stderr)
             result = offline.run(config, request)
@@ -259,8 +259,24 @@ def _breakers(rows: list[dict[str, Any]]) -> str:
 
 
 def _stats(s: dict[str, Any]) -> str:
+    if s.get("source") == "database":
+        return _history(s)
     lines = [f"since {_when(s['since'])} ({admin.format_age(s['uptime'])})"]
     lines += [f"{key}: {value}" for key, value in s.items() if key not in ("since", "uptime")]
+    return "\n".join(lines) + "\n"
+
+
+def _history(s: dict[str, Any]) -> str:
+    """Stats from the queue's history, when the daemon (and its counters) is down."""
+    oldest = "none" if s["oldest_age"] is None else admin.format_age(s["oldest_age"])
+    lines = [
+        "from the queue database (the daemon is down)",
+        "recipients: " + ", ".join(f"{state} {n}" for state, n in s["recipients"].items()),
+        f"oldest message: {oldest}",
+    ]
+    for window in ("last_hour", "last_day"):
+        counts = ", ".join(f"{kind} {n}" for kind, n in s[window].items())
+        lines.append(f"{window.replace('_', ' ')}: {counts}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,8 @@
-"""The queue verbs when the daemon is down: empathctl opens the database itself.
+"""The queue verbs and stats when the daemon is down: empathctl opens the database itself.
+
+Stats then come from the queue's history (the event table) instead of the
+daemon's counters: recipients by state, and what came in and went out in the
+last hour and day.
 
 Listings open it read-only (SQLite ``mode=ro``), so they work beside anything.
 Actions take the data directory's lock first (a daemon starting meanwhile
@@ -9,19 +13,22 @@ holder's pid), open the file as the daemon does, and write the same
 
 import os
 import sqlite3
+import time
 from typing import Any
 
 import peewee
 
-from empath import log
+from empath import log, top
 from empath.config import Config
 from empath.control import audit
 from empath.control.client import ControlError
 from empath.control.protocol import VERBS, Request
 from empath.control.queue_verbs import QueueVerbs
+from empath.metrics import queue_counts
 from empath.queue import admin, store
 
 QUEUE_VERBS = tuple(name for name in VERBS if name.startswith("queue-"))
+OFFLINE_VERBS = (*QUEUE_VERBS, "stats")
 
 
 def _direct(fn: Any, *args: Any) -> Any:
@@ -36,10 +43,24 @@ def run(config: Config, request: Request) -> Any:
         raise ControlError(f"cannot use the queue database {config.database_path}: {exc}") from None
 
 
+def history(now: float) -> dict[str, Any]:
+    by_state, oldest = queue_counts()
+    return {
+        "source": "database",
+        "recipients": by_state,
+        "oldest_age": None if oldest is None else round(now - oldest, 1),
+        "last_hour": top.event_counts(now - 3600),
+        "last_day": top.event_counts(now - 86400),
+    }
+
+
 def _run(config: Config, request: Request) -> Any:
     path = config.database_path
     if not path.exists():
         raise ControlError(f"there is no queue database at {path}")
+    if request.verb == "stats":
+        with admin.open_readonly(path):
+            return history(time.time())
     if not VERBS[request.verb].mutating:
         with admin.open_readonly(path):
             return QueueVerbs(_direct, _direct).handlers()[request.verb](request.args)

@@ -340,9 +340,8 @@ def hold(queue_ids: Sequence[str] | None, now: float | None = None) -> int:
     recipients become held and are not delivered until released; returns how many.
 
     A recipient being delivered is marked held too, and its delivery runs on:
-    delivered or bounced stands; put back (a rate limit or open breaker) stays
-    held; deferred returns it to the deferred queue (hold it again); the daemon
-    dying leaves it held.
+    delivered or bounced stands; put back (a rate limit or open breaker) or
+    deferred, it stays held (work.record); the daemon dying leaves it held.
     """
     ids = _check(queue_ids)
     now = time.time() if now is None else now

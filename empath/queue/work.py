@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from empath.delivery import dsn, notices
 from empath.queue import ids, models, store
-from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, PENDING, Recipient
+from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, HELD, PENDING, Recipient
 from empath.queue.store import NewMessage, NewRecipient, insert
 
 
@@ -157,8 +157,11 @@ _CLEAR = "UPDATE recipient SET lease_owner = NULL, lease_until = NULL"
 _RETRY = f"{_CLEAR}, next_attempt_at = ? WHERE id = ?"
 _RETRY_SAYING = f"{_CLEAR}, next_attempt_at = ?, last_reply = ?, last_status = ? WHERE id = ?"
 # next_attempt_at changes only for a deferral (given); other outcomes pass NULL and keep it.
+# A recipient put on hold while its delivery was under way stays held if that
+# attempt is deferred; delivered or bounced, it is done whatever the hold.
 _OUTCOME = (
-    f"{_CLEAR}, state = ?, last_reply = ?, last_status = ?, remote_mta = ?, relayed = ?,"
+    f"{_CLEAR}, state = CASE WHEN state = '{HELD}' AND ? = '{DEFERRED}' THEN state ELSE ? END,"
+    " last_reply = ?, last_status = ?, remote_mta = ?, relayed = ?,"
     " attempts = attempts + 1, next_attempt_at = coalesce(?, next_attempt_at) WHERE id = ?"
 )
 
@@ -175,7 +178,7 @@ def record(queue_id: str, results: list[Result], now: float, settings: NoticeSet
                 conn.execute(_RETRY, (r.next_attempt_at, r.recipient_id))
         else:
             next_at = r.next_attempt_at if r.state == DEFERRED else None
-            conn.execute(_OUTCOME, (r.state, r.reply, r.status, r.remote, r.relayed, next_at, r.recipient_id))
+            conn.execute(_OUTCOME, (r.state, r.state, r.reply, r.status, r.remote, r.relayed, next_at, r.recipient_id))
     rows = {row.id: row for row in map(_Row._make, conn.execute(_ROWS, (queue_id,)))}
     message = conn.execute(_MESSAGE, (queue_id,)).fetchone()
     if message is None:

@@ -283,6 +283,9 @@ def test_empathctl_with_the_daemon_down(make_daemon):
     assert listed.returncode == 0 and queue_id in listed.stdout
     assert "using the queue database directly" in listed.stderr
     assert "<bob@local.test>" in ok(d, "queue", "show", queue_id)
+    stats = ok(d, "stats")
+    assert "from the queue database (the daemon is down)" in stats
+    assert re.search(r"^recipients: .*\bdeferred 1\b", stats, re.M) and "last hour: received 1," in stats
     assert ok(d, "queue", "hold", queue_id) == "1 message held\n"
     assert re.search(r"empath\.audit control who=uid:\d+ .*verb=queue-hold .*via=database", d.log())
 

@@ -278,16 +278,25 @@ def test_actions_on_a_leased_recipient_never_start_a_second_delivery(db):
     assert work.claim(NOW + 120, "owner", 300, 10) == []
 
 
-def test_a_held_recipient_whose_delivery_defers_goes_back_to_deferred(db):
-    """What hold's docstring promises for a delivery in flight that defers: nothing lost."""
-    queue_id = add(rcpts=("x@one.test",))
-    [claimed] = work.claim(NOW, "owner", 300, 10)
+def test_a_held_recipient_whose_delivery_defers_stays_held(db):
+    """A hold given while a delivery was in flight outlasts that attempt's deferral."""
+    queue_id = add(rcpts=("x@one.test", "y@two.test"))
+    claimed = work.claim(NOW, "owner", 300, 10)
     admin.hold([queue_id], NOW)
-    result = work.Result(claimed.recipient_id, DEFERRED, "451 later", "4.0.0", "mx", NOW + 600)
-    work.record(queue_id, [result], NOW + 1, SETTINGS)
-    assert states(queue_id) == {"x@one.test": DEFERRED}
-    assert admin.hold([queue_id], NOW + 2) == 1  # holding again holds it
-    assert states(queue_id) == {"x@one.test": HELD}
+    deferred = [work.Result(c.recipient_id, DEFERRED, "451 later", "4.0.0", "mx", NOW + 600) for c in claimed]
+    work.record(queue_id, deferred, NOW + 1, SETTINGS)
+    assert states(queue_id) == {"x@one.test": HELD, "y@two.test": HELD}
+    assert work.claim(NOW + 700, "owner", 300, 10) == []
+    assert admin.release([queue_id], NOW + 2) == 1
+    assert states(queue_id) == {"x@one.test": DEFERRED, "y@two.test": DEFERRED}
+
+
+def test_a_held_recipient_whose_delivery_succeeds_is_done(db):
+    queue_id = add(rcpts=("x@one.test", "y@two.test"))
+    first, second = work.claim(NOW, "owner", 300, 10)
+    admin.hold([queue_id], NOW)
+    work.record(queue_id, [work.Result(first.recipient_id, DELIVERED, "250 ok", "2.0.0", "mx")], NOW + 1, SETTINGS)
+    assert states(queue_id)[first.address] == DELIVERED
 
 
 def test_delete_during_a_delivery(db):
