@@ -1,6 +1,7 @@
 """The short fuzz run: every harness for ~15 s, none may crash.
 
-Marked ``fuzz``, so the default run leaves it out; run it with
+Marked ``fuzz``, so the default pytest selection leaves it out; the whole
+gate (scripts/test with no arguments, which CI runs) runs it last. Alone:
     scripts/test -m fuzz tests/fuzz
 (scripts/fuzz all 60 is the one-minute form). Needs atheris, which
 scripts/fuzz installs into .venv when it is missing.
