@@ -28,15 +28,104 @@ class NeedsSMTPUTF8(AddressError):
     """The address is valid only in a session that declared SMTPUTF8."""
 
 
+# Typed values. Each is a str, so it stores in SQLite, prints, hashes and
+# compares as its canonical text (Domain("Example.ORG") == "example.org"),
+# but mypy rejects a plain str, or the other type, where one is required.
+# Calling the class parses and normalises; the result is canonical, so the
+# types are never re-checked. ``_trusted`` skips the parse: it is for text
+# that is already canonical, because this module's parsers just made it or
+# because the queue stored it (empath/queue/ reads rows back with it), and
+# nowhere else.
+
+
+class Domain(str):
+    """A domain in lower case with IDNA A-labels, or an address literal
+    such as ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (``is_literal``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> "Domain":
+        canonical = parse_literal(text) if text.startswith("[") else parse_domain(text, utf8=True)
+        return str.__new__(cls, canonical)
+
+    @classmethod
+    def name(cls, text: str) -> "Domain":
+        """A domain name only: an address literal is refused."""
+        return str.__new__(cls, parse_domain(text, utf8=True))
+
+    @classmethod
+    def _trusted(cls, text: str) -> "Domain":
+        return str.__new__(cls, text)
+
+    @property
+    def is_literal(self) -> bool:
+        return self.startswith("[")
+
+
+class ReversePath(str):
+    """What MAIL FROM carries: an EmailAddress, or the null sender ``<>``
+    (``NULL_SENDER``, the empty string). Only an EmailAddress may be used
+    where an address is required, so a bounce can never be sent to ``<>``."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> "ReversePath":
+        return NULL_SENDER if text == "" else EmailAddress(text)
+
+    @classmethod
+    def _trusted(cls, text: str) -> "ReversePath":
+        return NULL_SENDER if text == "" else EmailAddress._trusted(text)
+
+    @property
+    def is_null(self) -> bool:
+        return self == ""
+
+
+class EmailAddress(ReversePath):
+    """``local@domain``: the local part as given (SMTPUTF8 included, quoted
+    only where it must be), the domain a Domain; within RFC 5321
+    §4.5.3.1's limits (local part 64, domain 255, path 256 octets)."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> "EmailAddress":
+        return parse_mailbox(text, utf8=True).address
+
+    @classmethod
+    def _trusted(cls, text: str) -> "EmailAddress":
+        return str.__new__(cls, text)
+
+    @property
+    def local(self) -> str:
+        """The local part, quotes removed and quoted pairs resolved."""
+        local = self.rpartition("@")[0]
+        return _parse_quoted(local)[0] if local.startswith('"') else local
+
+    @property
+    def domain(self) -> Domain:
+        return Domain._trusted(self.rpartition("@")[2])
+
+
+NULL_SENDER = str.__new__(ReversePath, "")
+
+
 @dataclass(frozen=True)
 class Mailbox:
     local: str  # as written, quotes removed, quoted-pairs resolved
-    domain: str  # lower case, A-labels; "[1.2.3.4]" for a literal
+    domain: Domain
     quoted: bool = False
     literal: bool = False
 
     def __str__(self) -> str:
         return f"{quote_local(self.local)}@{self.domain}"
+
+    @property
+    def address(self) -> EmailAddress:
+        text = str(self)
+        # RFC 5321 §4.5.3.1.3: the path, angle brackets included, is at most 256 octets.
+        if len(text.encode("utf-8")) + 2 > MAX_PATH:
+            raise AddressError("path longer than 256 octets")
+        return EmailAddress._trusted(text)
 
 
 @dataclass(frozen=True)
@@ -48,8 +137,8 @@ class Path:
     postmaster: bool = False  # the bare <Postmaster> of RFC 5321 §4.5.1
 
     @property
-    def address(self) -> str:
-        return "" if self.mailbox is None else str(self.mailbox)
+    def address(self) -> ReversePath:
+        return NULL_SENDER if self.mailbox is None else self.mailbox.address
 
 
 def quote_local(local: str) -> str:
@@ -138,8 +227,8 @@ def parse_mailbox(text: str, utf8: bool = False) -> Mailbox:
     if len(local.encode("utf-8")) > MAX_LOCAL_PART:
         raise AddressError("local part longer than 64 octets")
     if domain_text.startswith("["):
-        return Mailbox(local, parse_literal(domain_text), quoted, literal=True)
-    return Mailbox(local, parse_domain(domain_text, utf8), quoted)
+        return Mailbox(local, Domain._trusted(parse_literal(domain_text)), quoted, literal=True)
+    return Mailbox(local, Domain._trusted(parse_domain(domain_text, utf8)), quoted)
 
 
 def _parse_quoted(text: str) -> tuple[str, str]:
@@ -176,7 +265,7 @@ def parse_domain(text: str, utf8: bool = False) -> str:
     if len(text) > MAX_DOMAIN:
         raise AddressError("domain longer than 255 octets")
     labels = text.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if not all(_LABEL.fullmatch(label) for label in labels):
         raise AddressError("bad domain")
     return text.lower()
 

@@ -19,7 +19,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from pathlib import Path
 
-from empath.addresses import AddressError, parse_domain
+from empath.addresses import AddressError, Domain
 from empath.config.model import DkimKey
 
 # RFC 6376 §5.4.1: the fields that make up what a reader sees and what the
@@ -74,7 +74,7 @@ _SELECTOR = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 
 def valid_selector(text: str) -> bool:
     """A selector is DNS labels joined by dots (RFC 6376 §3.1)."""
-    return len(text) <= 253 and _SELECTOR.match(text) is not None
+    return len(text) <= 253 and _SELECTOR.fullmatch(text) is not None
 
 
 def header_list(names: Sequence[str]) -> list[str]:
@@ -83,7 +83,7 @@ def header_list(names: Sequence[str]) -> list[str]:
     return [name for name in SIGNED for _ in range(counts[name] + (name in SINGLE))]
 
 
-def from_domain(message: bytes) -> str | None:
+def from_domain(message: bytes) -> Domain | None:
     """The domain (A-label) of the message's one From address; None when there is not exactly one."""
     header = message.split(b"\r\n\r\n", 1)[0] + b"\r\n"
     parsed = HeaderParser(policy=compat32).parsestr(header.decode("utf-8", "replace"), headersonly=True)
@@ -97,12 +97,12 @@ def from_domain(message: bytes) -> str | None:
     if not (local and at):
         return None
     try:
-        return parse_domain(domain.rstrip("."), utf8=True)
+        return Domain.name(domain.rstrip("."))
     except AddressError:
         return None
 
 
-def keys_for(domain: str | None, keys: Sequence[DkimKey]) -> list[DkimKey]:
+def keys_for(domain: Domain | None, keys: Sequence[DkimKey]) -> list[DkimKey]:
     """The keys of ``domain``, else of its nearest parent that has keys (relaxed alignment, RFC 7489 §3.1.1)."""
     if domain is None:
         return []
@@ -204,12 +204,12 @@ def generate(algorithm: str, bits: int = 2048) -> tuple[bytes, str]:
     return pem, base64.b64encode(der).decode()
 
 
-def txt_record(domain: str, selector: str, algorithm: str, public: str) -> str:
+def txt_record(domain: Domain, selector: str, algorithm: str, public: str) -> str:
     """The zone-file line to publish: the value cut into strings of at most 255 bytes (RFC 1035 §3.3.14)."""
     value = f"v=DKIM1; k={'ed25519' if algorithm == 'ed25519-sha256' else 'rsa'}; p={public}"
     strings = " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
     return f"{selector}._domainkey.{domain}. IN TXT {strings}"
 
 
-def key_path(directory: Path, domain: str, selector: str) -> Path:
+def key_path(directory: Path, domain: Domain, selector: str) -> Path:
     return directory / f"{domain}.{selector}.key"

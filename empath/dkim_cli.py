@@ -7,7 +7,7 @@ from pathlib import Path
 
 from empath import config as config_module
 from empath import dkim
-from empath.addresses import AddressError, parse_domain
+from empath.addresses import AddressError, Domain
 from empath.config.model import DKIM_ALGORITHMS
 
 VERBS = ("dkim",)
@@ -29,7 +29,7 @@ def add_verbs(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
 def command(args: argparse.Namespace, config: config_module.Config) -> int:
     """Write DIRECTORY/DOMAIN.SELECTOR.key (mode 0600, never over an existing file); every failure is one line."""
     try:
-        domain = parse_domain(args.domain.rstrip("."), utf8=True)
+        domain = Domain.name(args.domain.rstrip("."))
     except AddressError as exc:
         print(f"empathctl: dkim keygen: {args.domain!r} is not a domain name: {exc}", file=sys.stderr)
         return 1

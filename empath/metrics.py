@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from empath.delivery.connections import ConnectionPool
     from empath.delivery.dns import Resolver
     from empath.delivery.limits import Breaker
+    from empath.delivery.routing import Destination
     from empath.queue.store import Store
 
 log = logging.getLogger("empath")
@@ -176,7 +177,7 @@ class Metrics:
         self,
         resolver: "Resolver",
         pool: "ConnectionPool",
-        breakers: dict[str, "Breaker"],
+        breakers: dict["Destination", "Breaker"],
         destinations: Iterable[str],
         clock: Callable[[], float],
     ) -> None:
@@ -297,7 +298,7 @@ class DeliveryCollector:
         self,
         resolver: "Resolver",
         pool: "ConnectionPool",
-        breakers: dict[str, "Breaker"],
+        breakers: dict["Destination", "Breaker"],
         destinations: tuple[str, ...],
         clock: Callable[[], float],
     ):
@@ -329,7 +330,7 @@ class DeliveryCollector:
         now = self.clock()
         open_by = dict.fromkeys((*self.destinations, "other"), 0)
         for key, breaker in list(self.breakers.items()):
-            label = key if key in open_by else "other"
+            label: str = key if key in open_by else "other"
             if breaker.state(now) != CLOSED:
                 open_by[label] += 1
         breakers = GaugeMetricFamily(

@@ -58,6 +58,14 @@ class Options:
     recipients: list[str] = field(default_factory=list)
 
 
+def full_name(text: str) -> str:
+    """-F NAME goes into a From header: a line break there would add header fields of
+    the caller's choosing (web forms pass user input to -F), signed by our DKIM key."""
+    if any(ch < " " or ch == "\x7f" for ch in text):
+        raise UsageError("-F: the name may not contain control characters or line breaks")
+    return text
+
+
 def parse_args(argv: list[str]) -> Options:
     """sendmail's own argument syntax: clustered and attached values (-fme@x), -oX options."""
     opts = Options()
@@ -82,7 +90,7 @@ def parse_args(argv: list[str]) -> Options:
         if flag in ("-f", "-r"):
             opts.sender = value(flag)
         elif flag == "-F":
-            opts.full_name = value(flag)
+            opts.full_name = full_name(value(flag))
         elif flag == "-C":
             opts.config = value(flag)
         elif flag == "-t" and not attached:
@@ -150,7 +158,7 @@ def remove_bcc(header: bytes) -> bytes:
     return b"\r\n".join(kept)
 
 
-def qualify(address: str, domain: str) -> addresses.Mailbox:
+def qualify(address: str, domain: addresses.Domain) -> addresses.Mailbox:
     """A recipient or sender as a mailbox; a bare local name gets our domain, as Postfix's myorigin."""
     text = address.strip().strip("<>")
     if "@" not in text:
@@ -174,8 +182,8 @@ def build(
     # Local programs send anything: make it what SMTP would have carried.
     data = b"".join(line + b"\r\n" for line in wire.lines(header + body))
     envelope = submit.Envelope(
-        sender=str(sender),
-        recipients=[NewRecipient(str(b), b.domain) for b in boxes],
+        sender=sender.address,
+        recipients=[NewRecipient(b.address, b.domain) for b in boxes],
         smtputf8=not all(str(b).isascii() for b in [sender, *boxes]),
         body_type="7BIT" if data.isascii() else "8BITMIME",
     )

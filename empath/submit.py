@@ -11,6 +11,7 @@ import email.utils
 from dataclasses import dataclass
 
 from empath import dkim
+from empath.addresses import ReversePath
 from empath.config import Config
 from empath.queue.store import NewMessage, NewRecipient
 from empath.smtp import stamp
@@ -19,7 +20,7 @@ from empath.smtp.machine import Envelope as Transaction
 
 @dataclass(frozen=True)
 class Envelope:
-    sender: str
+    sender: ReversePath
     recipients: list[NewRecipient]
     smtputf8: bool = False
     body_type: str = "7BIT"
@@ -77,7 +78,7 @@ class SmtpClient:
             now=now,
         )
 
-    def missing_headers(self, data: bytes, sender: str, queue_id: str, hostname: str, now: float) -> bytes:
+    def missing_headers(self, data: bytes, sender: ReversePath, queue_id: str, hostname: str, now: float) -> bytes:
         return stamp.submission_headers(data, queue_id, hostname, now) if self.submission else b""
 
     def describe(self) -> str:
@@ -102,7 +103,7 @@ class LocalUser:
     ) -> bytes:
         return stamp.received_local(user=self.user, hostname=hostname, queue_id=queue_id, trace_id=trace_id, now=now)
 
-    def missing_headers(self, data: bytes, sender: str, queue_id: str, hostname: str, now: float) -> bytes:
+    def missing_headers(self, data: bytes, sender: ReversePath, queue_id: str, hostname: str, now: float) -> bytes:
         added = b""
         if "from" not in stamp.header_names(data):
             author = sender or f"{self.user}@{hostname}"  # a null sender (-bs) is nobody's address
@@ -122,28 +123,37 @@ def may_sign(config: Config, origin: Origin) -> bool:
 
 
 def compose(
-    config: Config, origin: Origin, envelope: Envelope, data: bytes, queue_id: str, now: float, trace_id: str
+    config: Config,
+    origin: Origin,
+    envelope: Envelope,
+    data: bytes | bytearray,
+    queue_id: str,
+    now: float,
+    trace_id: str,
 ) -> tuple[NewMessage, dkim.Signing]:
     """The queue entry for ``data`` as it came from ``origin``, and what DKIM signing came to.
 
     ``trace_id`` is used unless the message already carries one of ours (it came back).
+    The fields added go into the entry's ``head``; ``data`` becomes its body as it is,
+    never copied (a 25 MB message must not be held twice).
     """
     hostname = config.hostname
-    trace_id = stamp.trace_from(data, hostname) or trace_id
-    body = (
-        origin.received(hostname, queue_id, trace_id, envelope.recipients, now)
-        + origin.missing_headers(data, envelope.sender, queue_id, hostname, now)
-        + data
+    header = header_section(data)
+    trace_id = stamp.trace_from(header, hostname) or trace_id
+    head = origin.received(hostname, queue_id, trace_id, envelope.recipients, now) + origin.missing_headers(
+        header, envelope.sender, queue_id, hostname, now
     )
-    signing = dkim.sign(body, config.dkim) if may_sign(config, origin) else dkim.Signing()
-    body = signing.fields + body
+    # Signing needs the message whole: a copy, for our own users' mail only.
+    signing = dkim.sign(head + data, config.dkim) if may_sign(config, origin) else dkim.Signing()
+    head = signing.fields + head
     events = [("received", origin.describe())]
     events += [("dkim", f"signed: d={k.domain} s={k.selector} a={k.algorithm}") for k in signing.signed]
     events += [("dkim", f"not signed: d={k.domain} s={k.selector}: {why}") for k, why in signing.failed]
     message = NewMessage(
         queue_id=queue_id,
         sender=envelope.sender,
-        body=body,
+        head=head,
+        body=data,
         recipients=envelope.recipients,
         received_at=now,
         expires_at=now + config.queue.lifetime,
@@ -159,3 +169,10 @@ def compose(
         events=events,
     )
     return message, signing
+
+
+def header_section(data: bytes | bytearray) -> bytes:
+    """The message's header fields, up to the blank line: what the header checks
+    read, without splitting (and so copying) a large body."""
+    end = data.find(b"\r\n\r\n")
+    return bytes(data[:end] if end != -1 else data)

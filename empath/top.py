@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from empath import config as config_module
+from empath.addresses import Domain
 from empath.control import client, protocol
 from empath.delivery.limits import CLOSED
 from empath.delivery.routing import route_for
@@ -44,7 +45,7 @@ RECENT_WINDOW = 10_000  # look for recent deliveries among this many latest even
 UNKNOWN = "—"
 BREAKER_TIMEOUT = 1.0  # seconds to wait for the daemon's breakers: a frame is due every second
 
-BreakerOf = Callable[[str], str]  # a domain's breaker state
+BreakerOf = Callable[[Domain], str]  # a domain's breaker state
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def _backlog(now: float, breaker_of: BreakerOf | None, limit: int) -> list[Backl
             .limit(1)
             .scalar()
         )
-        breaker = None if breaker_of is None else breaker_of(domain)
+        # Queue rows hold canonical domains: wrapped, not re-parsed.
+        breaker = None if breaker_of is None else breaker_of(Domain._trusted(domain))
         rows.append(Backlog(domain, recipients, max(0.0, now - oldest), error, breaker))
     return rows
 

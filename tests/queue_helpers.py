@@ -3,11 +3,12 @@ readers and actions (tests/unit/test_queue_admin.py, test_top.py)."""
 
 import pytest
 
+from empath.addresses import EmailAddress, ReversePath
 from empath.queue import ids, store, work
 from empath.queue.store import NewMessage, NewRecipient
 
 NOW = 1_800_000_000.0
-SETTINGS = work.NoticeSettings("mx.test", "postmaster@mx.test", 14400, 5 * 86400)
+SETTINGS = work.NoticeSettings("mx.test", EmailAddress("postmaster@mx.test"), 14400, 5 * 86400)
 
 
 @pytest.fixture
@@ -25,9 +26,9 @@ def add(sender="a@b.test", rcpts=("r@one.test",), age=0.0, body=b"Subject: x\r\n
     store.insert(
         NewMessage(
             queue_id=queue_id,
-            sender=sender,
+            sender=ReversePath(sender),
             body=body,
-            recipients=[NewRecipient(r, r.rpartition("@")[2]) for r in rcpts],
+            recipients=[NewRecipient(EmailAddress(r), EmailAddress(r).domain) for r in rcpts],
             received_at=NOW - age,
             expires_at=NOW + 86400,
             client_address="127.0.0.1",

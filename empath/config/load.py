@@ -17,7 +17,7 @@ import tomlkit
 import tomlkit.exceptions
 
 from empath import dkim
-from empath.addresses import AddressError, parse_domain
+from empath.addresses import AddressError, Domain
 from empath.config import values
 from empath.config.model import (
     DKIM_ALGORITHMS,
@@ -172,9 +172,9 @@ def _string_list(value: Any) -> list[str]:
     return value
 
 
-def _domain(value: str) -> str:
+def _domain(value: str) -> Domain:
     try:
-        return parse_domain(value.rstrip("."), utf8=True)
+        return Domain.name(value.rstrip("."))
     except AddressError as exc:
         raise ValueError(f"{value!r} is not a domain name: {exc}") from None
 
@@ -458,7 +458,7 @@ def _smarthost(r: _Reader, doc: dict, delivery: Delivery, path: Callable[[Any], 
     return Smarthost(hosts, username, password_file, tls)
 
 
-def _domains(r: _Reader, doc: dict, delivery: Delivery) -> dict[str, DomainPolicy]:
+def _domains(r: _Reader, doc: dict, delivery: Delivery) -> dict[Domain, DomainPolicy]:
     raw = doc.get("domains", {})
     if not isinstance(raw, dict):
         r.problem("domains", 'must be tables such as [domains."example.org"]')
@@ -513,7 +513,7 @@ ON_ERROR = ("tempfail", "continue")
 
 
 def _plugin_name(value: Any) -> str:
-    if not _PLUGIN_NAME.match(_string(value)):
+    if not _PLUGIN_NAME.fullmatch(_string(value)):
         raise ValueError("must be 1 to 64 letters, digits, '_', '.' or '-'")
     return value
 
@@ -529,7 +529,7 @@ def _hooks(value: Any) -> tuple[str, ...]:
 
 
 def _call(value: Any) -> str:
-    if not _CALL.match(_string(value)):
+    if not _CALL.fullmatch(_string(value)):
         raise ValueError("must be package.module:function, or the name of an empath.plugins entry point")
     return value
 
@@ -601,7 +601,13 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         return (base / text).resolve() if not text.startswith("/") else Path(text)
 
     server = r.table(doc, "server", {"hostname", "data_dir", "log_level", "log_format", "log_file", "metrics_address"})
-    hostname = r.get(server, "hostname", default_hostname, lambda v: _domain(_string(v)), "server.hostname")
+    hostname = r.get(server, "hostname", None, lambda v: _domain(_string(v)), "server.hostname")
+    if hostname is None:
+        try:
+            hostname = _domain(default_hostname)
+        except ValueError as exc:
+            r.problem("server.hostname", f"not set, and this machine's name will not do: {exc}")
+            hostname = Domain.name("localhost")
     data_dir = r.get(server, "data_dir", None, path, "server.data_dir")
     if "data_dir" not in server:
         r.problem("server.data_dir", "is required (the queue database lives there)")

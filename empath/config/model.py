@@ -4,6 +4,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from empath.addresses import Domain
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MODES = ("smtp", "submission", "smtps")
@@ -134,7 +136,7 @@ DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")  # RFC 6376, RFC 8463
 class DkimKey:
     """One [[dkim]] table: a key that signs mail from its domain (docs/dkim.md)."""
 
-    domain: str  # A-label; mail whose From is in it, or below it, is signed
+    domain: Domain  # mail whose From is in it, or below it, is signed
     selector: str
     key_file: Path
     algorithm: str = "rsa-sha256"  # one of DKIM_ALGORITHMS
@@ -144,13 +146,13 @@ class DkimKey:
 @dataclass(frozen=True)
 class Config:
     path: Path
-    hostname: str
+    hostname: Domain
     data_dir: Path
     log_level: str
     log_format: str
     log_file: Path | None
     listeners: tuple[Listener, ...]
-    local_domains: tuple[str, ...]  # in config order: the first receives <Postmaster>
+    local_domains: tuple[Domain, ...]  # in config order: the first receives <Postmaster>
     trusted_networks: tuple[Network, ...]
     tls_certificate: Path | None
     tls_key: Path | None
@@ -160,13 +162,13 @@ class Config:
     queue: QueueSettings
     delivery: Delivery = Delivery()
     smarthost: Smarthost | None = None
-    domains: dict[str, DomainPolicy] = field(default_factory=dict)  # by A-label domain
+    domains: dict[Domain, DomainPolicy] = field(default_factory=dict)
     metrics_address: tuple[str, int] | None = None  # where /metrics is served; None: not at all
     plugins: tuple[PluginSpec, ...] = ()  # in config order
     control: ControlSettings = ControlSettings()
     dkim: tuple[DkimKey, ...] = ()  # signing keys, in config order
 
-    def domain_policy(self, domain: str) -> DomainPolicy:
+    def domain_policy(self, domain: Domain) -> DomainPolicy:
         return self.domains.get(domain, self.delivery.defaults)
 
     @property

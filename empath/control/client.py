@@ -7,12 +7,14 @@ listens at all (which lets read-only verbs go to the database instead).
 """
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from empath.control import sockfile
 
 CONNECT_TIMEOUT = 5.0
+BUSY_RETRY = 0.05  # seconds between tries while the daemon's accept backlog is full
 MAX_REPLY = 1 << 30  # a listing of many messages, a message's body: large, never endless
 
 
@@ -24,10 +26,23 @@ class DaemonDown(ControlError):
     pass
 
 
+def _connect(path: Path) -> Any:
+    """Connect, trying again while the daemon's backlog is full: a Unix socket
+    answers that with EAGAIN at once instead of waiting like TCP does."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        try:
+            return sockfile.connect(path, CONNECT_TIMEOUT)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            time.sleep(BUSY_RETRY)
+
+
 def call(path: Path, request: bytes, timeout: float) -> Any:
     """Send one request line to the daemon at ``path``; its result, or ControlError."""
     try:
-        sock = sockfile.connect(path, CONNECT_TIMEOUT)
+        sock = _connect(path)
     except (FileNotFoundError, ConnectionRefusedError):
         raise DaemonDown(f"the daemon is not running (nothing listens on {path})") from None
     except PermissionError:

@@ -24,6 +24,7 @@ from empath.control import audit
 from empath.control.client import ControlError
 from empath.control.protocol import VERBS, Request
 from empath.control.queue_verbs import QueueVerbs
+from empath.control.server import VerbError
 from empath.metrics import queue_counts
 from empath.queue import admin, store
 
@@ -37,10 +38,26 @@ def _direct(fn: Any, *args: Any) -> Any:
 
 def run(config: Config, request: Request) -> Any:
     """Serve a queue verb from the database file; ControlError says why it cannot."""
+    if VERBS[request.verb].mutating:
+        # Before the action, so that an action done is never reported as failed
+        # (nor left out of the audit log) because the log could not be opened.
+        try:
+            log.setup(config.log_level, config.log_format, config.log_file)
+        except OSError as exc:
+            raise ControlError(f"cannot open the log {config.log_file} for the audit line: {exc}") from None
     try:
         return _run(config, request)
+    except VerbError as exc:
+        if VERBS[request.verb].mutating:
+            _audit(request, f"refused: {exc}")
+        raise ControlError(str(exc)) from None
     except (store.QueueError, peewee.PeeweeException, sqlite3.Error, OSError) as exc:
         raise ControlError(f"cannot use the queue database {config.database_path}: {exc}") from None
+
+
+def _audit(request: Request, result: str) -> None:
+    uid = os.getuid()
+    audit.action(f"uid:{uid}", uid, request.verb, request.args, result, via="database")
 
 
 def history(now: float) -> dict[str, Any]:
@@ -77,7 +94,5 @@ def _run(config: Config, request: Request) -> Any:
             db.close()
     finally:
         os.close(lock)
-    log.setup(config.log_level, config.log_format, config.log_file)
-    uid = os.getuid()
-    audit.action(f"uid:{uid}", uid, request.verb, request.args, audit.summary(result), via="database")
+    _audit(request, audit.summary(result))
     return result

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from empath.addresses import AddressError, parse_domain
+from empath.addresses import AddressError, Domain
 from empath.config.load import _rate
 from empath.control.tokens import ADMIN, MAX_TOKEN, OPERATE, READ
 from empath.log import LEVELS
@@ -91,10 +91,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _domain(value: Any) -> str:
+def _domain(value: Any) -> Domain:
     text = _text(value, 255)
     try:
-        return parse_domain(text.rstrip("."), utf8=True)
+        return Domain.name(text.rstrip("."))
     except AddressError as exc:
         raise ValueError(f"is {_shown(text)}, not a domain name: {exc}") from None
 
@@ -183,6 +183,14 @@ VERBS: dict[str, Verb] = {
     "log-level": Verb(OPERATE, {"level": _level}, required=("level",)),
     "reload": Verb(ADMIN),
 }
+
+
+def scope_of(request: "Request") -> str:
+    """The scope a request needs: its verb's, but the text of the mail itself
+    (``queue show --body``) is more than a read token's look at the queue."""
+    if request.verb == "queue-show" and request.args.get("body"):
+        return OPERATE
+    return VERBS[request.verb].scope
 
 
 def parse(line: bytes) -> Request:

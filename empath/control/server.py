@@ -118,7 +118,7 @@ class ControlServer:
             return protocol.error(str(exc))
         verb = protocol.VERBS[request.verb]
         try:
-            caller = self._authorize(request, verb, caller)
+            caller = self._authorize(request, caller)
         except VerbError as exc:
             audit.denied(caller.who, request.verb, str(exc))
             return protocol.error(str(exc))
@@ -137,7 +137,7 @@ class ControlServer:
             audit.action(caller.who, caller.uid, request.verb, request.args, audit.summary(result))
         return protocol.ok(result)
 
-    def _authorize(self, request: Request, verb: protocol.Verb, caller: Caller) -> Caller:
+    def _authorize(self, request: Request, caller: Caller) -> Caller:
         if self.tokens is None:
             return caller
         if request.token is None:
@@ -146,8 +146,9 @@ class ControlServer:
         if token is None:
             raise VerbError("the token is not known to this daemon")
         caller = Caller(caller.pid, caller.uid, token)
-        if not tokens.allows(token.scope, verb.scope):
-            raise VerbError(f"{request.verb} needs the {verb.scope} scope; the token {token.name} has {token.scope}")
+        needed = protocol.scope_of(request)
+        if not tokens.allows(token.scope, needed):
+            raise VerbError(f"{request.verb} needs the {needed} scope; the token {token.name} has {token.scope}")
         return caller
 
 

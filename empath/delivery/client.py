@@ -13,8 +13,10 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from empath.addresses import EmailAddress, ReversePath
 from empath.delivery import wire
 from empath.smtp.commands import xtext_encode
+from empath.smtp.connection import send_all
 
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 
@@ -76,14 +78,14 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Recipient:
-    address: str
+    address: EmailAddress
     notify: str | None = None  # as stored: comma-separated
     orcpt: str | None = None  # as stored: "type;address"
 
 
 @dataclass(frozen=True)
 class Envelope:
-    sender: str
+    sender: ReversePath
     recipients: tuple[Recipient, ...]
     size: int
     smtputf8: bool = False
@@ -146,7 +148,7 @@ class Connection:
     def write(self, step: str, data: bytes, timeout: float, elsewhere: bool = True) -> None:
         self.sock.settimeout(timeout)
         try:
-            self.sock.sendall(data)
+            send_all(self.sock, data)
         except TimeoutError:
             self.broken = True
             raise SmtpError(step, f"timeout after {timeout:g}s sending", elsewhere=elsewhere) from None

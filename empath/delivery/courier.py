@@ -12,6 +12,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from empath.addresses import EmailAddress
 from empath.config import Config
 from empath.config.model import NextHop
 from empath.delivery import client
@@ -39,7 +40,7 @@ class Candidate:
 class Verdict:
     """What happened to one recipient in one attempt."""
 
-    address: str
+    address: EmailAddress
     kind: str  # delivered, deferred, bounced
     status: str
     reply: str
@@ -112,7 +113,7 @@ class Courier:
         outcome = self._send(route, message, rest)
         return dataclasses.replace(outcome, verdicts=(*held.values(), *outcome.verdicts))
 
-    def _plugin_verdicts(self, route: Route, message: Loaded, recipients: list[Claimed]) -> dict[str, Verdict]:
+    def _plugin_verdicts(self, route: Route, message: Loaded, recipients: list[Claimed]) -> dict[EmailAddress, Verdict]:
         chain = self.plugins.before_delivery
         if not chain:
             return {}
@@ -276,7 +277,7 @@ class Courier:
         return Outcome(tuple(Verdict(r.address, kind, status, reply, remote) for r in recipients), connected, relay)
 
 
-def _plugin_verdict(address: str, verdict: runner.Verdict) -> Verdict | None:
+def _plugin_verdict(address: EmailAddress, verdict: runner.Verdict) -> Verdict | None:
     """A plug-in's rejection: 5xx bounces the recipient, 4xx (or a failed plug-in) defers it."""
     if verdict.failed:
         return Verdict(address, "deferred", "4.3.0", f"before_delivery plug-in {verdict.by} failed (see the log)")

@@ -20,6 +20,8 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from empath.addresses import Domain
+
 # Enhanced status codes (RFC 3463, RFC 7505) for the DSNs and deferrals.
 DNS_FAILURE = "4.4.3"  # directory server failure: try again later
 NO_SUCH_DOMAIN = "5.1.2"  # bad destination system address
@@ -108,18 +110,18 @@ class Resolver:
         self._resolver.lifetime = timeout
         self._resolver.use_edns(0, 0, EDNS_PAYLOAD)
 
-    def mx(self, domain: str) -> list[MxHost]:
+    def mx(self, domain: Domain) -> list[MxHost]:
         """The hosts to try for ``domain``, in order: by preference, equal ones shuffled.
 
         Raises DnsError: permanent for a domain that does not exist, has a null
         MX, or has neither MX nor address records; transient when DNS fails.
         """
-        domain = self._check(domain)
-        answer = self._lookup(domain, "MX")
+        name = self._check(domain)
+        answer = self._lookup(name, "MX")
         if answer.kind == NXDOMAIN:
-            raise DnsError(f"domain {domain} does not exist (NXDOMAIN)", True, NO_SUCH_DOMAIN)
+            raise DnsError(f"domain {name} does not exist (NXDOMAIN)", True, NO_SUCH_DOMAIN)
         if answer.kind == NO_ANSWER:
-            return [self._implicit_mx(domain)]
+            return [self._implicit_mx(name)]
         best: dict[str, int] = {}
         for preference, exchange in answer.records:
             if exchange != "." and (exchange not in best or preference < best[exchange]):
@@ -127,7 +129,7 @@ class Resolver:
         if not best:
             # RFC 7505: a null MX is alone in its set. If it has company, the
             # real hosts still get the mail; a lone "." means none ever will.
-            raise DnsError(f"domain {domain} accepts no mail (null MX, RFC 7505)", True, NULL_MX)
+            raise DnsError(f"domain {name} accepts no mail (null MX, RFC 7505)", True, NULL_MX)
         by_preference: dict[int, list[MxHost]] = collections.defaultdict(list)
         for exchange, preference in best.items():
             by_preference[preference].append(MxHost(exchange, preference))

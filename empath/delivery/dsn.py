@@ -26,6 +26,8 @@ import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from empath.addresses import EmailAddress
+
 ACTIONS = ("failed", "delayed", "delivered", "relayed")
 MAX_LINE = 998  # RFC 5322 §2.1.1, octets before the CRLF
 _FOLD_AT = 78  # where fields are folded when they can be
@@ -112,7 +114,7 @@ _MONTHS = (
 
 @dataclass(frozen=True)
 class DsnRecipient:
-    address: str  # final recipient (rfc822 address, as queued)
+    address: EmailAddress  # final recipient (rfc822 address, as queued)
     action: str  # "failed", "delayed", "delivered", "relayed"
     status: str  # enhanced status code, e.g. "5.1.1", "4.4.1", "2.0.0"
     diagnostic: str | None = None  # the remote's reply, e.g. "550 5.1.1 <x@y>: no such user"
@@ -125,7 +127,7 @@ class DsnRecipient:
 @dataclass(frozen=True)
 class Report:
     reporting_mta: str  # our host name
-    sender: str  # envelope sender of the original message: the DSN goes To this address
+    sender: EmailAddress  # envelope sender of the original message: the DSN goes To this address
     queue_id: str
     arrival: float  # when we received the original (UNIX time)
     original: bytes  # the original message, headers and body, CRLF line ends
@@ -208,7 +210,7 @@ def _status(r: DsnRecipient) -> str:
 
 def _needs_utf8(report: Report) -> bool:
     """True for a global DSN (RFC 6533): an address or the original's header section is not ASCII."""
-    texts = [report.sender]
+    texts: list[str] = [report.sender]
     for r in report.recipients:
         texts += [r.address, r.orcpt or ""]
     return not all(text.isascii() for text in texts) or not _header_section(report.original).isascii()

@@ -10,6 +10,7 @@ no notification can ever loop.
 
 from dataclasses import dataclass
 
+from empath.addresses import EmailAddress, ReversePath
 from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, DSN, MAIL, POSTMASTER
 
 FAILED = "failed"
@@ -21,7 +22,7 @@ RELAYED = "relayed"
 class Pending:
     """A recipient, as far as notifications care."""
 
-    address: str
+    address: EmailAddress
     state: str
     notify: tuple[str, ...]  # empty: not given
     notified: str | None  # the last action already reported
@@ -55,9 +56,9 @@ def owed(
     return {action: rs for action, rs in wanted.items() if rs}  # no empty notices
 
 
-def report_target(kind: str, sender: str, postmaster: str) -> tuple[str, str] | None:
+def report_target(kind: str, sender: ReversePath, postmaster: EmailAddress) -> tuple[EmailAddress, str] | None:
     """Where a message's notices go, and the kind of message the notice is."""
-    if kind == MAIL and sender:
+    if kind == MAIL and isinstance(sender, EmailAddress):  # not the null sender
         return sender, DSN
     if kind in (MAIL, DSN):
         return postmaster, POSTMASTER

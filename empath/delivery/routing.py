@@ -9,15 +9,52 @@ together, in one transaction per message.
 """
 
 from dataclasses import dataclass
+from typing import Final, Literal
 
+from empath.addresses import AddressError, Domain
 from empath.config import Config
 from empath.config.model import NextHop
+
+SMARTHOST: Final = "smarthost"
+
+# What limits, the circuit breaker and the operator's `domain set` apply to:
+# a recipient domain, or every route through the smarthost.
+Destination = Domain | Literal["smarthost"]
+
+
+class NextHopId(str):
+    """What recipients sharing a next hop have in common: ``mx:DOMAIN``,
+    ``route:DOMAIN`` (a configured route) or ``smarthost``. A str, as the
+    plug-ins see it; made by ``route_for``, or by calling the class, which checks it."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> "NextHopId":
+        kind, colon, domain = text.partition(":")
+        try:
+            valid = text == SMARTHOST or (kind in ("mx", "route") and bool(colon) and Domain(domain) == domain)
+        except AddressError:
+            valid = False
+        if not valid:
+            raise ValueError(f"{text!r} is not a next hop (mx:DOMAIN, route:DOMAIN or smarthost)")
+        return str.__new__(cls, text)
+
+    @classmethod
+    def mx(cls, domain: Domain) -> "NextHopId":
+        return str.__new__(cls, f"mx:{domain}")
+
+    @classmethod
+    def route(cls, domain: Domain) -> "NextHopId":
+        return str.__new__(cls, f"route:{domain}")
+
+
+NEXT_HOP_SMARTHOST = str.__new__(NextHopId, SMARTHOST)
 
 
 @dataclass(frozen=True)
 class Route:
-    key: str  # what recipients sharing a next hop have in common
-    domain: str  # the recipient domain this route was made for
+    key: NextHopId
+    domain: Domain  # the recipient domain this route was made for
     hops: tuple[NextHop, ...]  # fixed next hops; empty: look up the domain's MX
     tls: str
     smarthost: bool = False  # AUTH with the smarthost credentials
@@ -27,15 +64,15 @@ class Route:
         return not self.hops
 
     @property
-    def policy_key(self) -> str:
+    def policy_key(self) -> Destination:
         """Limits and the breaker apply to the destination: the domain, or the smarthost."""
-        return "smarthost" if self.smarthost else self.domain
+        return SMARTHOST if self.smarthost else self.domain
 
 
-def route_for(domain: str, config: Config) -> Route:
+def route_for(domain: Domain, config: Config) -> Route:
     policy = config.domain_policy(domain)
     if policy.route:
-        return Route(f"route:{domain}", domain, policy.route, policy.tls)
+        return Route(NextHopId.route(domain), domain, policy.route, policy.tls)
     if config.smarthost is not None:
-        return Route("smarthost", domain, config.smarthost.hosts, config.smarthost.tls, smarthost=True)
-    return Route(f"mx:{domain}", domain, (), policy.tls)
+        return Route(NEXT_HOP_SMARTHOST, domain, config.smarthost.hosts, config.smarthost.tls, smarthost=True)
+    return Route(NextHopId.mx(domain), domain, (), policy.tls)

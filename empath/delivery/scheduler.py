@@ -18,12 +18,13 @@ import gevent.event
 import gevent.lock
 import gevent.pool
 
+from empath.addresses import Domain, Mailbox
 from empath.config import Config
 from empath.config.model import DomainPolicy
 from empath.delivery.courier import Courier, Outcome
 from empath.delivery.limits import Breaker, RateLimit
 from empath.delivery.retry import Schedule
-from empath.delivery.routing import Route, route_for
+from empath.delivery.routing import SMARTHOST, Destination, NextHopId, Route, route_for
 from empath.log import event, reply_code
 from empath.metrics import Metrics
 from empath.queue import work
@@ -62,13 +63,13 @@ class Scheduler:
         d = config.delivery
         self.schedule = Schedule(d.retry_first, d.retry_max)
         self.workers = gevent.pool.Pool(d.workers)
-        self.breakers: dict[str, Breaker] = {}
-        self.rates: dict[str, RateLimit] = {}
-        self.slots: dict[str, gevent.lock.Semaphore] = {}
+        self.breakers: dict[Destination, Breaker] = {}
+        self.rates: dict[Destination, RateLimit] = {}
+        self.slots: dict[Destination, gevent.lock.Semaphore] = {}
         # The operator's, until restart or reload: limits set by `domain set`, and pauses.
-        self.overrides: dict[str, DomainPolicy] = {}
+        self.overrides: dict[Destination, DomainPolicy] = {}
         self.paused_all = False
-        self.paused_domains: set[str] = set()
+        self.paused_domains: set[Domain] = set()
         self.notice_settings = _notice_settings(config)
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
@@ -100,11 +101,12 @@ class Scheduler:
 
     # -- what the operator asks (the control socket) -------------------------------
 
-    def policy(self, key: str) -> DomainPolicy:
+    def policy(self, key: Destination) -> DomainPolicy:
         """The limits of a destination (a domain, or "smarthost"): the operator's, else the config's."""
-        return self.overrides.get(key) or self.config.domain_policy("" if key == "smarthost" else key)
+        configured = self.config.delivery.defaults if key == SMARTHOST else self.config.domain_policy(key)
+        return self.overrides.get(key) or configured
 
-    def set_limits(self, key: str, rate: float | None, concurrency: int | None) -> DomainPolicy:
+    def set_limits(self, key: Destination, rate: float | None, concurrency: int | None) -> DomainPolicy:
         """Change a destination's rate and concurrency until restart or reload."""
         policy = self.policy(key)
         policy = replace(
@@ -118,25 +120,25 @@ class Scheduler:
         self.slots[key] = gevent.lock.Semaphore(policy.concurrency)
         return policy
 
-    def reset_breaker(self, key: str) -> str | None:
+    def reset_breaker(self, key: Destination) -> str | None:
         """Close a destination's breaker and make the mail it held back due; its state before, or None."""
         breaker = self.breakers.get(key)
         if breaker is None:
             return None
         was = breaker.state(self.clock())
         breaker.success()
-        self.writer.write(work.flush, self.clock(), None if key == "smarthost" else key)
+        self.writer.write(work.flush, self.clock(), None if key == SMARTHOST else key)
         self.wake()
         return was
 
-    def pause(self, domain: str | None = None) -> None:
+    def pause(self, domain: Domain | None = None) -> None:
         """Stop claiming mail (of one recipient domain, or all); what is in flight finishes."""
         if domain is None:
             self.paused_all = True
         else:
             self.paused_domains.add(domain)
 
-    def resume(self, domain: str | None = None) -> list[str]:
+    def resume(self, domain: Domain | None = None) -> list[Domain]:
         """Undo pause (None: every pause); the domains resumed have their waiting mail made due now."""
         domains = sorted(self.paused_domains) if domain is None else [domain] if domain in self.paused_domains else []
         if domain is None:
@@ -192,8 +194,8 @@ class Scheduler:
         paused = [c for c in claimed if c.domain in self.paused_domains]
         if paused:
             self.writer.write(_put_back, paused, now + PAUSED_RECHECK, now, self.notice_settings)
-        groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
-        routes: dict[tuple[str, str], Route] = {}
+        groups: dict[tuple[str, NextHopId], list[Claimed]] = defaultdict(list)
+        routes: dict[tuple[str, NextHopId], Route] = {}
         for c in claimed:
             if c.domain in self.paused_domains:
                 continue
@@ -319,10 +321,8 @@ class Scheduler:
 
 
 def _notice_settings(config: Config) -> NoticeSettings:
-    postmaster_domain = config.local_domains[0] if config.local_domains else config.hostname
-    return NoticeSettings(
-        config.hostname, f"postmaster@{postmaster_domain}", config.delivery.delay_warning, config.queue.lifetime
-    )
+    postmaster = Mailbox("postmaster", config.local_domains[0] if config.local_domains else config.hostname).address
+    return NoticeSettings(config.hostname, postmaster, config.delivery.delay_warning, config.queue.lifetime)
 
 
 def _put_back(claimed: list[Claimed], due: float, now: float, settings: NoticeSettings) -> None:

@@ -16,7 +16,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from empath.addresses import EmailAddress, ReversePath
+
+if TYPE_CHECKING:
+    from empath.delivery.routing import NextHopId
 
 HOOKS = ("connect", "helo", "mail", "rcpt", "data", "before_delivery")
 SMTP_HOOKS = HOOKS[:-1]  # chosen per listener; before_delivery runs for every message
@@ -52,15 +57,15 @@ class Context:
     helo: str | None = None  # from helo on: the name the client gave
     tls: bool = False
     auth_user: str | None = None
-    sender: str | None = None  # from mail on: the envelope sender, "" for the null sender
+    sender: ReversePath | None = None  # from mail on: the envelope sender, "" for the null sender
     # mail: the ESMTP parameters given (SIZE, BODY, RET, ENVID, SMTPUTF8)
     parameters: Mapping[str, str] = field(default_factory=lambda: NO_OPTIONS)
-    recipient: str | None = None  # rcpt: this recipient; before_delivery: the one this call decides on
-    recipients: tuple[str, ...] = ()  # rcpt: accepted so far; data: all; before_delivery: all of this attempt
+    recipient: EmailAddress | None = None  # rcpt: this recipient; before_delivery: the one this call decides on
+    recipients: tuple[EmailAddress, ...] = ()  # rcpt: accepted so far; data: all; before_delivery: all of this attempt
     headers: tuple[tuple[str, str], ...] = ()  # data: (name, unfolded value), in order
     message: bytes = b""  # data: the message as the client sent it
     queue_id: str | None = None  # before_delivery
-    next_hop: str | None = None  # before_delivery: "mx:DOMAIN", "route:DOMAIN" or "smarthost"
+    next_hop: "NextHopId | None" = None  # before_delivery: "mx:DOMAIN", "route:DOMAIN" or "smarthost"
     attempt: int = 0  # before_delivery: 1 for the first attempt at this recipient
 
     @property
@@ -96,18 +101,20 @@ class Reject:
 
 @dataclass(frozen=True)
 class Headers:
-    """Header fields to add at the top of the message, or to put in place of
-    every field of the same name (data hook only)."""
+    """Header fields to add at the top of the message, to put in place of
+    every field of the same name, or to remove (data hook only)."""
 
     add: Sequence[tuple[str, str]] = ()
     replace: Sequence[tuple[str, str]] = ()
+    remove: Sequence[str] = ()  # names: every field so called goes (a header clients must not set)
 
     def __post_init__(self) -> None:
         # Frozen, so the lists a plug-in passed are copied into tuples here.
         object.__setattr__(self, "add", _fields(self.add))
         object.__setattr__(self, "replace", _fields(self.replace))
-        if not self.add and not self.replace:
-            raise DecisionError("Headers needs at least one field to add or replace")
+        object.__setattr__(self, "remove", _names(self.remove))
+        if not self.add and not self.replace and not self.remove:
+            raise DecisionError("Headers needs at least one field to add, replace or remove")
 
 
 Decision = Accept | Reject | Headers | None
@@ -116,17 +123,17 @@ Decision = Accept | Reject | Headers | None
 def check_reply(code: object, status: object, text: object) -> None:
     if isinstance(code, bool) or not isinstance(code, int) or not (400 <= code <= 559 and code // 10 % 10 <= 5):
         raise DecisionError(f"reply code {code!r} must be 4xx or 5xx (400 to 559)")
-    m = _STATUS.match(status) if isinstance(status, str) else None
+    m = _STATUS.fullmatch(status) if isinstance(status, str) else None
     if m is None or m.group(1) != str(code)[0]:
         raise DecisionError(f"enhanced status {status!r} must be {str(code)[0]}.X.Y, the class of code {code}")
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT or not _PRINTABLE.match(text):
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT or not _PRINTABLE.fullmatch(text):
         raise DecisionError(f"reply text must be one line of 1 to {MAX_TEXT} printable ASCII characters")
 
 
 def check_header(name: object, value: object) -> None:
-    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
         raise DecisionError(f"header name {name!r} must be 1 to 76 printable ASCII characters, no colon or space")
-    if not isinstance(value, str) or not _PRINTABLE.match(value):
+    if not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
         raise DecisionError(
             f"value of header {name} must be one line of printable ASCII (encode anything else per RFC 2047)"
         )
@@ -146,6 +153,15 @@ def _fields(pairs: object) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _names(names: object) -> tuple[str, ...]:
+    if isinstance(names, str | bytes) or not isinstance(names, Sequence):
+        raise DecisionError("header names to remove must be a list of names")
+    for name in names:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise DecisionError(f"header name {name!r} must be 1 to 76 printable ASCII characters, no colon or space")
+    return tuple(names)
+
+
 def validate(decision: object, hook: str) -> Decision:
     """The decision if it is one this hook may make; DecisionError otherwise.
 
@@ -162,6 +178,7 @@ def validate(decision: object, hook: str) -> Decision:
             raise DecisionError(f"Headers is a decision for the data hook only, not {hook}")
         _fields(decision.add)
         _fields(decision.replace)
+        _names(decision.remove)
         return decision
     raise DecisionError(f"returned {type(decision).__name__}, not None, Accept, Reject or Headers")
 
@@ -204,10 +221,11 @@ def parse_headers(message: bytes) -> tuple[tuple[str, str], ...]:
 def apply_headers(message: bytes, edits: Sequence[Headers]) -> bytes:
     """The message with the header changes made: new fields first, the body untouched."""
     added = [pair for edit in edits for pair in (*edit.replace, *edit.add)]
-    if not added:
+    replaced = {name.lower() for edit in edits for name, _ in edit.replace}
+    replaced |= {name.lower() for edit in edits for name in edit.remove}
+    if not added and not replaced:
         return message
     top = b"".join(f"{name}: {value}\r\n".encode("ascii") for name, value in added)
-    replaced = {name.lower() for edit in edits for name, _ in edit.replace}
     if not replaced:
         return top + message
     fields = _raw_fields(message)

@@ -49,7 +49,9 @@ def check(ctx: Context) -> Reject | None:
     if entries is None:
         entries = _lists[path] = parse(Path(path).read_text(encoding="utf-8"))
     if address and blocked(address, entries):
-        return Reject(550, "5.7.1", f"{role} address rejected: <{address}> is blocked here")
+        # A reply is ASCII (an SMTPUTF8 address would make the decision invalid): escape the rest.
+        shown = address.encode("ascii", "backslashreplace").decode("ascii")
+        return Reject(550, "5.7.1", f"{role} address rejected: <{shown}> is blocked here")
     return None
 
 

@@ -40,8 +40,11 @@ def matches(ctx: Context, rule: Mapping[str, Any]) -> bool:
     return any(pattern.search(value) for value in values(ctx, rule["field"]))
 
 
-def tag(ctx: Context) -> Headers | None:
+def tag(ctx: Context) -> Headers:
+    """The tags in the header; with none, the header is still removed, so that a
+    client cannot forge a tag that filters downstream trust."""
+    name = ctx.options.get("header", "X-Empath-Tag")
     tags = list(dict.fromkeys(str(rule["tag"]) for rule in ctx.options.get("rules", ()) if matches(ctx, rule)))
     if not tags:
-        return None
-    return Headers(replace=[(ctx.options.get("header", "X-Empath-Tag"), ", ".join(tags))])
+        return Headers(remove=[name])
+    return Headers(replace=[(name, ", ".join(tags))])

@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import peewee
 
+from empath.addresses import AddressError, Domain
 from empath.config import values
 from empath.queue import models
 from empath.queue.models import DEFERRED, HELD, PENDING, QUEUED, STATES, Body, Event, Message, Recipient
@@ -70,12 +71,12 @@ class QueueFilter:
 
     ``state`` and ``domain`` match one recipient of the message (the same one
     when both are given); ``sender`` is an address (any case), ``<>`` for the
-    null sender, or ``@domain`` for any sender there; ``older_than`` is in
-    seconds since receipt.
+    null sender, or ``@domain`` for any sender there (a pattern, so text, not
+    an address); ``older_than`` is in seconds since receipt.
     """
 
     state: str | None = None
-    domain: str | None = None
+    domain: Domain | None = None
     sender: str | None = None
     older_than: float | None = None
 
@@ -99,9 +100,13 @@ def parse_filter(
         raise ValueError("empty domain")
     if sender is not None and not sender.strip():
         raise ValueError("empty sender (use <> for the null sender)")
+    try:
+        wanted = Domain.name(domain.strip().rstrip(".")) if domain is not None else None
+    except AddressError as exc:
+        raise ValueError(f"{domain!r} is not a domain name: {exc}") from None
     return QueueFilter(
         state,
-        domain.strip().lower() if domain is not None else None,
+        wanted,
         sender.strip() if sender is not None else None,
         parse_age(older_than) if older_than is not None else None,
     )
@@ -146,7 +151,7 @@ def _message_conditions(flt: QueueFilter, now: float) -> list[Any]:
     elif flt.state is not None:
         rcpt.append(Recipient.state == flt.state)
     if flt.domain is not None:
-        rcpt.append(Recipient.domain == flt.domain.lower())
+        rcpt.append(Recipient.domain == flt.domain)
     if rcpt:
         where.append(Message.queue_id.in_(Recipient.select(Recipient.message).where(*rcpt)))
     return where
@@ -165,6 +170,14 @@ def list_messages(flt: QueueFilter, now: float, limit: int | None = None) -> lis
     ``active``: a recipient is being delivered right now; ``held``: an operator
     put the message on hold.
     """
+    # Both reads in one transaction, one snapshot: other processes (the daemon,
+    # sendmail) commit meanwhile, and a message that arrived between the two
+    # would have recipients but no row here.
+    with models.database_proxy.atomic():
+        return _list_messages(flt, now, limit)
+
+
+def _list_messages(flt: QueueFilter, now: float, limit: int | None) -> list[dict[str, Any]]:
     chosen = Message.select(Message.queue_id).order_by(Message.received_at, Message.queue_id)
     if where := _message_conditions(flt, now):
         chosen = chosen.where(*where)
@@ -373,7 +386,7 @@ def release(queue_ids: Sequence[str] | None, now: float) -> int:
     return len(released)
 
 
-def retry(queue_ids: Sequence[str] | None, domain: str | None, now: float) -> int:
+def retry(queue_ids: Sequence[str] | None, domain: Domain | None, now: float) -> int:
     """Process now: queued and deferred recipients waiting for a later attempt (of
     these messages, of this domain, or every one) are due now; returns how many messages.
 
@@ -384,10 +397,10 @@ def retry(queue_ids: Sequence[str] | None, domain: str | None, now: float) -> in
     ids = _check(queue_ids)
     where = [Recipient.state.in_(PENDING), Recipient.lease_owner.is_null(), Recipient.next_attempt_at > now]
     if domain is not None:
-        where.append(Recipient.domain == domain.lower())
+        where.append(Recipient.domain == domain)
     with models.database_proxy.atomic():
         touched = _update(ids, where, {"next_attempt_at": now})
-        _note(touched, now, "retry now" + (f" (domain {domain.lower()})" if domain else "") + ", by the operator")
+        _note(touched, now, "retry now" + (f" (domain {domain})" if domain else "") + ", by the operator")
     return len(touched)
 
 

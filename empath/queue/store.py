@@ -24,6 +24,7 @@ import gevent.threadpool
 import peewee
 
 from empath import threads
+from empath.addresses import Domain, EmailAddress, ReversePath
 from empath.queue import models
 from empath.queue.models import QUEUED, Recipient, SchemaInfo
 
@@ -56,8 +57,8 @@ class AlreadyRunning(QueueError):
 
 @dataclass(frozen=True)
 class NewRecipient:
-    address: str
-    domain: str
+    address: EmailAddress
+    domain: Domain
     notify: tuple[str, ...] = ()
     orcpt: str | None = None
 
@@ -65,8 +66,8 @@ class NewRecipient:
 @dataclass
 class NewMessage:
     queue_id: str
-    sender: str
-    body: bytes
+    sender: ReversePath
+    body: bytes | bytearray  # as received; a session's DATA buffer is taken as it is, not copied
     recipients: list[NewRecipient]
     received_at: float
     expires_at: float
@@ -81,6 +82,13 @@ class NewMessage:
     dsn_envid: str | None = None
     events: list[tuple[str, str]] = field(default_factory=list)
     kind: str = models.MAIL
+    # Header fields Empath puts in front of the body (Received, DKIM-Signature, ...).
+    # Stored as head + body; kept apart here so a large body is never copied to join them.
+    head: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + len(self.body)
 
 
 def connect(path: Path, max_size: int = 0, readonly: bool = False) -> peewee.SqliteDatabase:
@@ -212,20 +220,28 @@ class Store:
         """
         assert self.db is not None
         outcomes: list[tuple[bool, Any]] = []
+        conn = self.db.connection()
         try:
             with self.db.atomic():
                 for fn, args in batch:
+                    # Plain SQL savepoints: peewee's name each one with a fresh uuid4,
+                    # Python time per write on a thread that shares the GIL with the hub.
+                    conn.execute("SAVEPOINT write")
                     try:
-                        with self.db.atomic():
-                            outcomes.append((True, fn(*args)))
+                        value = fn(*args)
                     except Exception as exc:  # noqa: BLE001 - handed to that write's caller
                         # SQLite itself may have rolled the whole transaction back (on
                         # SQLITE_FULL, say): then nothing of the batch stands, and the
                         # next statement must not run outside a transaction. Ask the
                         # connection, not peewee, which only counts its own blocks.
-                        if not self.db.connection().in_transaction:
+                        if not conn.in_transaction:
                             raise
+                        conn.execute("ROLLBACK TO write")
+                        conn.execute("RELEASE write")
                         outcomes.append((False, _classify(exc)))
+                        continue
+                    conn.execute("RELEASE write")
+                    outcomes.append((True, value))
         except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
             raise _classify(exc) from exc
         return outcomes
@@ -261,7 +277,7 @@ def insert(msg: NewMessage) -> None:
         (
             msg.queue_id,
             msg.sender,
-            len(msg.body),
+            msg.size,
             msg.received_at,
             msg.expires_at,
             msg.client_address,
@@ -276,7 +292,7 @@ def insert(msg: NewMessage) -> None:
             msg.kind,
         ),
     )
-    _insert_body(conn, msg.queue_id, msg.body)
+    _insert_body(conn, msg.queue_id, msg.head, msg.body)
     conn.executemany(
         INSERT_RECIPIENT,
         [
@@ -294,14 +310,16 @@ STREAM_BODY_OVER = 1 << 20
 BODY_PIECE = 1 << 20
 
 
-def _insert_body(conn: sqlite3.Connection, queue_id: str, body: bytes) -> None:
+def _insert_body(conn: sqlite3.Connection, queue_id: str, head: bytes, body: bytes | bytearray) -> None:
     if len(body) <= STREAM_BODY_OVER:
-        conn.execute("INSERT INTO body (queue_id, data) VALUES (?, ?)", (queue_id, body))
+        conn.execute("INSERT INTO body (queue_id, data) VALUES (?, ?)", (queue_id, head + body))
         return
-    row = conn.execute("INSERT INTO body (queue_id, data) VALUES (?, zeroblob(?))", (queue_id, len(body))).lastrowid
+    size = len(head) + len(body)
+    row = conn.execute("INSERT INTO body (queue_id, data) VALUES (?, zeroblob(?))", (queue_id, size)).lastrowid
     assert row is not None
     view = memoryview(body)
     with conn.blobopen("body", "data", row) as blob:
+        blob.write(head)
         for start in range(0, len(body), BODY_PIECE):
             blob.write(view[start : start + BODY_PIECE])
 

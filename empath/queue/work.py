@@ -8,6 +8,7 @@ transaction, and touches rows through indexes only.
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from empath.addresses import NULL_SENDER, Domain, EmailAddress, ReversePath
 from empath.delivery import dsn, notices
 from empath.queue import ids, models, store
 from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, HELD, PENDING, Recipient
@@ -18,8 +19,8 @@ from empath.queue.store import NewMessage, NewRecipient, insert
 class Claimed:
     recipient_id: int
     queue_id: str
-    address: str
-    domain: str
+    address: EmailAddress
+    domain: Domain
     attempts: int
     notify: str | None
     orcpt: str | None
@@ -28,7 +29,7 @@ class Claimed:
 @dataclass(frozen=True)
 class Loaded:
     queue_id: str
-    sender: str
+    sender: ReversePath
     body: bytes
     smtputf8: bool
     body_type: str
@@ -74,7 +75,8 @@ def claim(now: float, owner: str, lease_time: float, limit: int) -> list[Claimed
     rows = [row[1:] for row in due[:limit]]
     if rows:
         conn.executemany(_LEASE, [(owner, now + lease_time, now + lease_time, row[0]) for row in rows])
-    return [Claimed(*row) for row in rows]
+    # The queue holds only canonical text (written from typed values): wrap, don't re-parse.
+    return [Claimed(i, q, EmailAddress._trusted(a), Domain._trusted(d), *rest) for i, q, a, d, *rest in rows]
 
 
 _DUE = (
@@ -91,7 +93,7 @@ def next_due() -> float | None:
     return store.connection().execute(sql, PENDING).fetchone()[0]
 
 
-def flush(now: float, domain: str | None = None) -> int:
+def flush(now: float, domain: Domain | None = None) -> int:
     """Make pending, unleased recipients (of one domain, or all) due now; returns how many."""
     where = [Recipient.state.in_(PENDING), Recipient.lease_owner.is_null(), Recipient.next_attempt_at > now]
     if domain is not None:
@@ -105,7 +107,7 @@ def load(queue_id: str, body: bool = True) -> Loaded | None:
     if row is None:
         return None
     queue_id, sender, data, smtputf8, *rest = row
-    return Loaded(queue_id, sender, data, bool(smtputf8), *rest)
+    return Loaded(queue_id, ReversePath._trusted(sender), data, bool(smtputf8), *rest)
 
 
 _LOAD = (
@@ -118,7 +120,7 @@ _LOAD_ENVELOPE = _LOAD.replace("b.data", "x''")
 @dataclass(frozen=True)
 class NoticeSettings:
     hostname: str
-    postmaster: str  # where failed notices about null-sender mail go
+    postmaster: EmailAddress  # where failed notices about null-sender mail go
     delay_warning: float
     lifetime: float
 
@@ -204,13 +206,13 @@ def _attempt_detail(r: Result) -> str:
 
 
 def _notices(queue_id: str, message: _Message, rows: list[_Row], now: float, settings: NoticeSettings) -> list[str]:
-    target = notices.report_target(message.kind, message.sender, settings.postmaster)
+    target = notices.report_target(message.kind, ReversePath._trusted(message.sender), settings.postmaster)
     if target is None:
         return []
     to, kind = target
     pending = [
         notices.Pending(
-            row.address,
+            EmailAddress._trusted(row.address),
             row.state,
             tuple((row.dsn_notify or "").split(",")) if row.dsn_notify else (),
             row.notified,
@@ -246,9 +248,9 @@ def _notices(queue_id: str, message: _Message, rows: list[_Row], now: float, set
         insert(
             NewMessage(
                 queue_id=new_id,
-                sender="",
+                sender=NULL_SENDER,
                 body=body,
-                recipients=[NewRecipient(to, to.rpartition("@")[2].lower())],
+                recipients=[NewRecipient(to, to.domain)],
                 received_at=now,
                 expires_at=now + settings.lifetime,
                 client_address="",
@@ -272,7 +274,7 @@ def _notices(queue_id: str, message: _Message, rows: list[_Row], now: float, set
 
 def _dsn_recipient(row: _Row, action: str, message: _Message, now: float) -> dsn.DsnRecipient:
     return dsn.DsnRecipient(
-        address=row.address,
+        address=EmailAddress._trusted(row.address),
         action=action,
         status=row.last_status or ("2.0.0" if action == notices.RELAYED else "4.0.0"),
         diagnostic=row.last_reply,

@@ -75,7 +75,7 @@ def parse_params(text: str) -> dict[str, str | None]:
     """ESMTP parameters ``KEY[=VALUE] ...``; keys upper-cased, repeats refused."""
     params: dict[str, str | None] = {}
     for word in text.split():
-        m = _PARAM.match(word)
+        m = _PARAM.fullmatch(word)
         if not m:
             raise CommandError(replies.BAD_PARAMETER.with_text(f"Malformed parameter {word[:40]!r}"))
         key = m.group(1).upper()
@@ -87,7 +87,7 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 def xtext_decode(value: str) -> str:
     """RFC 3461 §4: xtext, where ``+HH`` stands for one octet."""
-    if not _XCHAR.match(value):
+    if not _XCHAR.fullmatch(value):
         raise CommandError(replies.BAD_PARAMETER.with_text("Malformed xtext value"))
     return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
 

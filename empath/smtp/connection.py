@@ -3,6 +3,7 @@ replies flushed before every blocking read (so pipelined commands get their
 replies in one packet), and the switch to TLS.
 """
 
+import itertools
 import socket
 import ssl
 
@@ -12,8 +13,26 @@ from gevent import select
 RECV_SIZE = 65536
 
 
+# Up to this much goes out with plain sends; more with sendall (see send_all).
+SMALL_SEND = 65536
+
+
 class ConnectionClosed(Exception):
     pass
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)`` for a reply or a command without the syscall that
+    gevent's sendall adds to every call (a getsockopt, for its chunk size): one
+    ``send`` that almost always takes it all. Big data still goes with sendall,
+    whose timeout counts for the whole of it, and so does whatever is not a
+    socket (sendmail -bs gives a pipe that has only recv and sendall)."""
+    if len(data) > SMALL_SEND or not isinstance(sock, socket.socket):
+        sock.sendall(data)
+        return
+    sent = sock.send(data)
+    while sent < len(data):
+        sent += sock.send(data[sent:])
 
 
 class Connection:
@@ -34,7 +53,7 @@ class Connection:
             data = b"".join(self._out)
             self._out.clear()
             with gevent.Timeout(self.write_timeout):
-                self.sock.sendall(data)
+                send_all(self.sock, data)
 
     def _fill(self, timeout: float) -> None:
         self.flush()
@@ -62,6 +81,28 @@ class Connection:
                 return self._drop_long_line(limit, timeout), True
             start = len(self._in)
             self._fill(timeout)
+
+    def read_lines(self, limit: int, timeout: float) -> tuple[bytes, bool]:
+        """Every whole line buffered (at least one), each at most ``limit`` bytes,
+        and False; or, when the next line is longer, that line as ``read_line``
+        cuts it, and True. For DATA, where taking a run of lines at once spares
+        a call per line; ``unread`` gives back what the reader did not take.
+        """
+        first = self._in.find(b"\n")
+        if first == -1 or first >= limit:
+            return self.read_line(limit, timeout)
+        block = bytes(self._in[: self._in.rfind(b"\n") + 1])
+        if len(block) > limit:
+            lines = block.split(b"\n")
+            if max(map(len, lines)) >= limit:
+                # Stop before the first long line: the next call cuts it.
+                block = block[: sum(len(line) + 1 for line in itertools.takewhile(lambda x: len(x) < limit, lines))]
+        del self._in[: len(block)]
+        return block, False
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what is buffered, to be read next."""
+        self._in[:0] = data
 
     def _drop_long_line(self, limit: int, timeout: float) -> bytes:
         head = bytes(self._in[:limit])

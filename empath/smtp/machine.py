@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from empath import addresses
+from empath.addresses import Domain, EmailAddress, ReversePath
 from empath.config.model import Limits
 from empath.smtp import replies
 from empath.smtp.commands import (
@@ -47,7 +48,7 @@ class Check:
     hook: str  # helo, mail or rcpt
     helo: str = ""  # helo: the name given
     mail: MailArgs | None = None  # mail: the sender and parameters
-    recipient: str = ""  # rcpt: the address
+    recipient: EmailAddress | None = None  # rcpt: the address
 
 
 @dataclass(frozen=True)
@@ -63,23 +64,23 @@ class Step:
 class Policy:
     """What the listener and config say; the same for every session on a listener."""
 
-    hostname: str
+    hostname: Domain
     mode: str  # smtp, submission or smtps
     limits: Limits
-    local_domains: tuple[str, ...] = ()
+    local_domains: tuple[Domain, ...] = ()
     tls_available: bool = False
     auth_available: bool = False
     storage_available: Callable[[int], bool] = lambda size: True
 
     @property
-    def postmaster_domain(self) -> str:
+    def postmaster_domain(self) -> Domain:
         return self.local_domains[0] if self.local_domains else self.hostname
 
 
 @dataclass(frozen=True)
 class Recipient:
-    address: str
-    domain: str
+    address: EmailAddress
+    domain: Domain
     args: RcptArgs
 
 
@@ -90,7 +91,7 @@ class Envelope:
     rcpt_tried: bool = False
 
     @property
-    def sender(self) -> str:
+    def sender(self) -> ReversePath:
         return self.mail.path.address
 
 
@@ -228,6 +229,8 @@ class Machine:
         if refusal is None:
             accept()
             return Step((reply,))
+        if refusal.code == 421:  # RFC 5321 §3.8: the server closes after a 421
+            return Step((refusal,), Action.CLOSE)
         return self._fail(refusal)
 
     # -- commands --------------------------------------------------------------
@@ -412,10 +415,11 @@ class Machine:
         if not may_relay(rcpt.path, client, self._local_domains):
             return self._fail(replies.RELAY_DENIED)
         if rcpt.path.postmaster:
-            address, domain = f"postmaster@{self.policy.postmaster_domain}", self.policy.postmaster_domain
+            domain = self.policy.postmaster_domain
+            address = addresses.Mailbox("postmaster", domain).address
         else:
             assert rcpt.path.mailbox is not None
-            address, domain = rcpt.path.address, rcpt.path.mailbox.domain
+            address, domain = rcpt.path.mailbox.address, rcpt.path.mailbox.domain
         recipients = self.envelope.recipients
         if any(r.address == address for r in recipients):
             return Step((replies.RECIPIENT_OK,))

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from empath.addresses import Path
+from empath.addresses import Domain, Path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,7 +43,7 @@ def has_routing(path: Path) -> bool:
     return box.literal or any(ch in box.local for ch in "@%!")
 
 
-def may_relay(path: Path, client: Client, local_domains: frozenset[str]) -> bool:
+def may_relay(path: Path, client: Client, local_domains: frozenset[Domain]) -> bool:
     if path.postmaster:
         return True
     if client.trusted or client.authenticated:

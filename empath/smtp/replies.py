@@ -132,6 +132,12 @@ def plugin_rejection(code: int, status: str, text: str) -> Reply:
     return replace(PLUGIN_REJECTION, code=code, status=status, text=text)
 
 
+def at_greeting(reply: Reply) -> Reply:
+    """A refusal sent in place of the greeting: RFC 5321 §3.1 and §4.3.2 allow
+    only 554 there, or 421 (closing) for a temporary one."""
+    return replace(reply, code=554 if reply.code >= 500 else 421)
+
+
 def name_of(reply: Reply) -> str:
     """The catalogue name of a reply (or of the first entry with its code and status; else "other")."""
     return reply.name or _FIRST_NAME.get((reply.code, reply.status), "other")

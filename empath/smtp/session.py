@@ -47,7 +47,7 @@ class Session:
         self.client = client_address
         self.trace_id = uuid.uuid4().hex
         self.started = time.time()
-        self._body = b""  # the message just read, between READ_DATA and ENQUEUE
+        self._body: bytes | bytearray = b""  # the message just read, between READ_DATA and ENQUEUE
         self.plugins = self.server.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
             listening.policy,
@@ -93,7 +93,7 @@ class Session:
             return
         refusal = _refusal(self._consult("connect"))
         if refusal is not None:
-            self._perform(Step((refusal,), Action.CLOSE))
+            self._perform(Step((replies.at_greeting(refusal),), Action.CLOSE))
             return
         self.conn.send(self.machine.greeting().render(enhanced=False))
         limit = self.config.limits.line_length
@@ -186,7 +186,7 @@ class Session:
         """The data plug-ins: a refusal ends the transaction; header changes are made here."""
         if not self.plugins.get("data"):
             return None
-        message = self._body
+        message = bytes(self._body)  # plug-ins get bytes: the buffer they see never changes under them
         verdict = self._consult("data", headers=parse_headers(message), message=message)
         refusal = _refusal(verdict)
         if refusal is not None:
@@ -253,8 +253,10 @@ class Session:
         # Read a little more than a legal line, so an over-long one is seen as such.
         buffer_limit = limits.text_line_length + 2
         while True:
-            line, overflow = self.conn.read_line(buffer_limit, self.config.timeouts.data)
-            if reader.feed(line, overflow):
+            lines, overflow = self.conn.read_lines(buffer_limit, self.config.timeouts.data)
+            ended, after = reader.feed_lines(lines, overflow)
+            if ended:
+                self.conn.unread(after)  # commands pipelined after the end
                 break
         if reader.error is not None:
             event(
@@ -267,7 +269,7 @@ class Session:
                 reply=reader.error.text,
                 trace_id=self.trace_id,
             )
-        self._body = bytes(reader.body) if reader.error is None else b""
+        self._body = reader.body if reader.error is None else b""  # taken as it is: no copy of a large message
         return self.machine.data_end(reader.error, reader.fatal)
 
     def _enqueue(self) -> Step:
@@ -308,7 +310,7 @@ class Session:
             return machine.queue_failed(replies.QUEUE_FAILURE)
         metrics = self.server.metrics
         metrics.messages_received.labels(self.listening.listener.name).inc()
-        metrics.received_bytes.labels(self.listening.listener.name).inc(len(message.body))
+        metrics.received_bytes.labels(self.listening.listener.name).inc(message.size)
         metrics.queue_in.inc()
         event(
             log,
@@ -317,7 +319,7 @@ class Session:
             client=self.client,
             helo=machine.helo,
             sender=envelope.sender,
-            size=len(message.body),
+            size=message.size,
             recipients=len(recipients),
             tls=self.conn.tls_version,
             user=machine.auth_user,

@@ -7,6 +7,8 @@ Pure code: the session passes in every fact, including the time.
 import email.utils
 import re
 
+from empath.addresses import EmailAddress
+
 # What may appear of the client's HELO in our Received header; anything else
 # (parentheses, semicolons, non-ASCII) could forge comments or clauses.
 _UNSAFE_HELO = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
@@ -40,7 +42,7 @@ def received(
     queue_id: str,
     trace_id: str,
     tls: str | None,
-    recipient: str | None,
+    recipient: EmailAddress | None,
     now: float,
 ) -> bytes:
     """The Received header, folded, ending with CRLF.

@@ -41,6 +41,19 @@ def test_accept_bench_compares_empath_with_postfix():
     assert figures["ratio_s20"] == pytest.approx(figures["empath_s20"] / figures["postfix_s20"], rel=0.01)
 
 
+@pytest.mark.skipif(
+    shutil.which("smtp-source", path="/usr/sbin:/usr/bin") is None, reason="smtp-source comes with postfix"
+)
+def test_load_profile_plays_the_named_volumes_and_measures_each():
+    figures = run_bench("load_profile.py", "--seconds", "2", "--largest", "100000", "--drain", "20")
+    assert figures["d1000_rate"] == pytest.approx(1000 * 60 / 86400, rel=0.01)
+    for volume in (1000, 10000, 100000):
+        assert figures[f"d{volume}_rss_mib"] > 10 and figures[f"d{volume}_cpu"] >= 0
+    # Disk writes are read from /proc/PID/io: every level queued something durably.
+    assert figures["d100000_kib_written_per_msg"] > 0
+    assert figures["sustained_per_day"] == 100000
+
+
 def test_queue_scale_bench_claims_at_each_size():
     figures = run_bench("queue_scale.py", "--runs", "1", "--messages", "10000")
     assert set(figures) == {"claim_ms_1000", "claim_ms_10000", "commit_ms_1000", "commit_ms_10000", "ratio"}

@@ -256,6 +256,12 @@ def test_tokens_scopes_and_an_audit_log_without_secrets(make_daemon, tmp_path):
     fails(d, "status", env={"EMPATH_TOKEN": "guess"}, fragment="the token is not known to this daemon")
     assert as_json(d, "status", env={"EMPATH_TOKEN": "viewer-Secret-1"})["pid"] == d.proc.pid
     fails(d, "pause", env={"EMPATH_TOKEN": "viewer-Secret-1"}, fragment="pause needs the operate scope")
+    # The mail itself is more than a look at the queue: a read token sees envelopes, not bodies.
+    queue_id = send_message(d, ["bob@local.test"], "private")
+    viewer = {"EMPATH_TOKEN": "viewer-Secret-1"}
+    assert queue_id in ok(d, "queue", "show", queue_id, env=viewer)
+    fails(d, "queue", "show", queue_id, "--body", env=viewer, fragment="queue-show needs the operate scope")
+    assert "body of private" in ok(d, "queue", "show", queue_id, "--body", "--token-file", str(ops_file))
     ok(d, "pause", "--token-file", str(ops_file))
     ok(d, "resume", "--token-file", str(ops_file))
     fails(d, "reload", "--token-file", str(ops_file), fragment="reload needs the admin scope; the token ops has")
@@ -287,6 +293,7 @@ def test_empathctl_with_the_daemon_down(make_daemon):
     assert "from the queue database (the daemon is down)" in stats
     assert re.search(r"^recipients: .*\bdeferred 1\b", stats, re.M) and "last hour: received 1," in stats
     assert ok(d, "queue", "hold", queue_id) == "1 message held\n"
+    fails(d, "queue", "show", "0000000000000000", fragment="no message 0000000000000000")
     assert re.search(r"empath\.audit control who=uid:\d+ .*verb=queue-hold .*via=database", d.log())
 
     d.start()

@@ -254,6 +254,32 @@ def test_data_line_over_1000_octets_is_refused_and_session_stays_in_step(mx):
     assert new_messages(mx, before) == [(queue_id, "ok@sender.test")]
 
 
+def test_data_and_what_follows_in_one_packet_stay_in_step(mx):
+    """DATA is read a run of lines at a time: a long line inside a run is still
+    refused as one, and commands sent after the end are still run as commands."""
+    too_long = raw_reply(replies.DATA_LINE_TOO_LONG.format(limit=1000))
+    before = mx.messages()
+    with session(mx.ports.smtp) as client:
+        for line in ("MAIL FROM:<run@sender.test>", "RCPT TO:<bob@local.test>", "DATA"):
+            client.send(line.encode() + b"\r\n")
+        client.send(b"Subject: run\r\n\r\n" + b"a\r\n" * 50 + b"x" * 1200 + b"\r\n" + b"b\r\n" * 50 + b".\r\nNOOP\r\n")
+        assert [client.reply() for _ in range(5)] == [
+            raw_reply(replies.SENDER_OK),
+            raw_reply(replies.RECIPIENT_OK),
+            raw_reply(replies.START_DATA),
+            too_long,
+            raw_reply(replies.NOOP),
+        ]
+        assert client.cmd("MAIL FROM:<run@sender.test>") == raw_reply(replies.SENDER_OK)
+        assert client.cmd("RCPT TO:<bob@local.test>") == raw_reply(replies.RECIPIENT_OK)
+        assert client.cmd("DATA") == raw_reply(replies.START_DATA)
+        client.send(b"Subject: ok\r\n\r\n" + b"..a\r\n" * 100 + b".\r\nMAIL FROM:<next@sender.test>\r\n")
+        queue_id = queued_id(client.reply())
+        assert client.reply() == raw_reply(replies.SENDER_OK)
+    assert new_messages(mx, before) == [(queue_id, "run@sender.test")]
+    assert mx.body(queue_id).endswith(b"Subject: ok\r\n\r\n" + b".a\r\n" * 100)
+
+
 # -- timeouts -----------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import pytest
 import tomlkit
 
 from empath import cli
+from empath.addresses import Domain
 from empath.config import ConfigError, Limits, QueueSettings, Timeouts, check_files, load, values
 from empath.config.load import DEFAULT_TRUSTED, key_lines, validate
 
@@ -426,7 +427,24 @@ def test_minimal_config_defaults():
 
 def test_default_hostname():
     config = check(GOOD.replace('hostname = "mx.example.test"\n', ""))
-    assert config.hostname == "default.example"
+    assert config.hostname == "default.example" and type(config.hostname) is Domain
+
+
+def test_default_hostname_that_is_no_domain_name_is_a_problem():
+    text = GOOD.replace('hostname = "mx.example.test"\n', "")
+    with pytest.raises(ConfigError) as info:
+        validate(tomlkit.parse(text).unwrap(), text, Path("/etc/empath/empath.toml"), default_hostname="host_1.lan")
+    assert [p for p in info.value.problems if p.startswith("server.hostname")] == [
+        "server.hostname (line 1): not set, and this machine's name will not do:"
+        " 'host_1.lan' is not a domain name: bad domain"
+    ]
+
+
+def test_domains_are_typed():
+    config = check(GOOD + '[relay]\nlocal_domains = ["Example.ORG"]\n[domains."Bücher.example"]\nconcurrency = 2\n')
+    assert config.local_domains == ("example.org",) and type(config.local_domains[0]) is Domain
+    [domain] = config.domains
+    assert domain == "xn--bcher-kva.example" and type(domain) is Domain
 
 
 def test_trusted_networks_default_to_loopback_only():

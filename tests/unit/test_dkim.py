@@ -237,12 +237,13 @@ def smtp_client(trusted: bool, auth_user: str | None) -> submit.SmtpClient:
 )
 def test_own_users_mail_is_signed_over_the_headers_empath_adds(tmp_path, origin):
     message, signing, lookup = compose_with(tmp_path, origin)
-    assert message.body.startswith(b"DKIM-Signature: ") and signing.signed
-    assert b"\r\nReceived: " in message.body and dkimpy.verify(message.body, dnsfunc=lookup)
+    stored = message.head + message.body
+    assert stored.startswith(b"DKIM-Signature: ") and signing.signed and message.body == MESSAGE
+    assert b"\r\nReceived: " in message.head and dkimpy.verify(stored, dnsfunc=lookup)
     assert ("dkim", "signed: d=example.org s=s1 a=rsa-sha256") in message.events
 
 
 def test_a_strangers_mail_claiming_our_domain_is_not_signed(tmp_path):
     message, signing, _ = compose_with(tmp_path, smtp_client(trusted=False, auth_user=None))
-    assert b"DKIM-Signature" not in message.body and signing == submit.dkim.Signing()
+    assert b"DKIM-Signature" not in message.head + message.body and signing == submit.dkim.Signing()
     assert [kind for kind, _ in message.events] == ["received"]

@@ -47,7 +47,17 @@ def test_parse_args(argv, expected):
     assert parse_args(argv) == expected
 
 
-@pytest.mark.parametrize("argv", [["-f"], ["-bz"], ["-Z"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-f"],
+        ["-bz"],
+        ["-Z"],
+        # Header injection through the From line's name (tests/regress would call it CRLF injection).
+        ["-F", "Eve\r\nBcc: victim@x.test", "a@b.test"],
+        ["-FEve\nX-Injected: 1", "a@b.test"],
+    ],
+)
 def test_parse_args_refuses(argv):
     with pytest.raises(UsageError):
         parse_args(argv)
@@ -76,14 +86,16 @@ def test_build_adds_headers_qualifies_names_and_keeps_the_body():
     msg, signing = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ")
     assert msg.sender == "backup@host.test"
     assert [r.address for r in msg.recipients] == ["root@host.test", "secret@x.test"]
-    assert msg.body.startswith(
+    stored = bytes(msg.head) + bytes(msg.body)  # what the queue keeps
+    assert stored.startswith(
         f"Received: by host.test (Empath, from user backup)\r\n\t(Empath trace {msg.trace_id} on host.test)\r\n"
         "\tid 01ABCDEFGHJKMNPQ;".encode()
     )
-    assert b"From: Cron Daemon <backup@host.test>\r\n" in msg.body
-    assert b"Message-ID: <01ABCDEFGHJKMNPQ." in msg.body and b"\r\nDate: " in msg.body
-    assert b"Bcc:" not in msg.body and b"secret" not in msg.body
-    assert msg.body.endswith(b"Subject: backup\r\n\r\nall done\r\n")
+    assert b"From: Cron Daemon <backup@host.test>\r\n" in stored
+    assert b"Message-ID: <01ABCDEFGHJKMNPQ." in stored and b"\r\nDate: " in stored
+    assert b"Bcc:" not in stored and b"secret" not in stored
+    assert stored.endswith(b"Subject: backup\r\n\r\nall done\r\n")
+    assert msg.size == len(stored)
     assert msg.listener == "sendmail" and msg.events == [("received", "from local user backup via sendmail")]
     assert not signing.signed and not signing.failed  # no [[dkim]] keys
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from empath.addresses import EmailAddress, ReversePath
 from empath.delivery.notices import DELAYED, FAILED, RELAYED, Pending, owed, report_target, wants
 from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, DSN, HELD, MAIL, POSTMASTER, QUEUED
 
@@ -110,4 +111,4 @@ def test_one_notice_per_action_listing_its_recipients():
     ],
 )
 def test_report_target(kind, sender, target):
-    assert report_target(kind, sender, POSTMASTER_ADDRESS) == target
+    assert report_target(kind, ReversePath(sender), EmailAddress(POSTMASTER_ADDRESS)) == target

@@ -78,3 +78,21 @@ def test_what_the_machine_refuses_itself_never_reaches_the_plugins():
     say(m, "HELO client.test")
     say(m, "MAIL FROM:<a@client.test>")
     assert say(m, "RCPT TO:<someone@elsewhere.test>").replies == (replies.RELAY_DENIED,)
+
+
+def test_a_421_from_a_plugin_closes_the_session():
+    """RFC 5321 §3.8: after 421 the server closes the channel."""
+    m = make("mail")
+    say(m, "EHLO client.test")
+    say(m, "MAIL FROM:<a@client.test>")
+    closing = replies.plugin_rejection(421, "4.7.0", "Try again later")
+    step = m.checked(closing)
+    assert step.replies == (closing,) and step.action is Action.CLOSE
+
+
+def test_a_refusal_in_place_of_the_greeting_is_554_or_421():
+    """RFC 5321 §3.1, §4.3.2: no other code may stand where the 220 would."""
+    assert replies.at_greeting(replies.plugin_rejection(550, "5.7.1", "No")).code == 554
+    assert replies.at_greeting(replies.plugin_rejection(450, "4.7.1", "Later")).code == 421
+    failure = replies.at_greeting(replies.PLUGIN_FAILURE)
+    assert (failure.code, failure.status, failure.text) == (421, "4.3.0", replies.PLUGIN_FAILURE.text)

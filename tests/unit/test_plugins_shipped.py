@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from empath.plugins import blocklist, tagger
-from empath.plugins.api import Context, Headers, Reject, parse_headers
+from empath.plugins.api import Context, Headers, Reject, apply_headers, parse_headers
 
 LIST = """\
 # people we do not want
@@ -92,9 +92,21 @@ def test_tagger_writes_every_matching_tag_in_place_of_the_clients():
     assert tagger.tag(ctx) == Headers(replace=[("X-Empath-Tag", "list, invoice, vip, office")])
 
 
-def test_tagger_header_name_is_an_option_and_no_match_means_no_header():
+def test_tagger_header_name_is_an_option_and_no_match_removes_the_header():
     ctx = data(sender="x@y.test", auth_user="alice", helo="printer.office.test")
     ctx = dataclasses.replace(ctx, options={"rules": RULES, "header": "X-Office"})
     assert tagger.tag(ctx) == Headers(replace=[("X-Office", "invoice, alice, printer")])
-    assert tagger.tag(Context("data", "t", options={"rules": RULES[:1]}, sender="x@y.test")) is None
-    assert tagger.tag(Context("data", "t")) is None
+    # No tag: a client's own X-Empath-Tag must not pass for ours.
+    untagged = Context("data", "t", options={"rules": RULES[:1]}, sender="x@y.test")
+    assert tagger.tag(untagged) == Headers(remove=["X-Empath-Tag"])
+    forged = b"X-Empath-Tag: invoice\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert apply_headers(forged, [tagger.tag(untagged)]) == b"Subject: hi\r\n\r\nbody\r\n"
+
+
+def test_blocklist_names_an_international_address_in_ascii(tmp_path):
+    """A reply is ASCII: an SMTPUTF8 address in the text would make the decision invalid (451, not 550)."""
+    listed = tmp_path / "blocked"
+    listed.write_text("jörg@example.test\n", encoding="utf-8")
+    ctx = Context("rcpt", "t", options={"file": str(listed)}, recipient="jörg@example.test")
+    decision = blocklist.check(ctx)
+    assert decision is not None and decision.code == 550 and "j\\xf6rg@example.test" in decision.text

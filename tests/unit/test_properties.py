@@ -206,6 +206,41 @@ def test_domain_is_lower_cased_once(dom):
     assert addresses.parse_domain(parsed) == parsed
 
 
+# Internationalised labels: letters beyond ASCII, mixed with ASCII ones.
+u_letter = st.characters(whitelist_categories=("Ll", "Lu", "Lo"), min_codepoint=0xC0)
+u_label = st.text(alphabet=u_letter, min_size=1, max_size=10)
+idn_domain = st.lists(u_label | label, min_size=1, max_size=3).map(".".join)
+
+
+def typed_or_none(make, text):
+    try:
+        return make(text)
+    except addresses.AddressError:
+        return None  # not every generated U-label is valid IDNA
+
+
+@SETTINGS
+@given(domain | idn_domain)
+def test_domain_type_parse_str_parse_is_identity(text):
+    parsed = typed_or_none(addresses.Domain, text)
+    assume(parsed is not None)
+    again = addresses.Domain(str(parsed))
+    assert again == parsed and type(again) is addresses.Domain
+    assert parsed.isascii() and parsed == parsed.lower()
+
+
+@SETTINGS
+@given(utf8_local, domain | idn_domain)
+def test_email_address_parse_str_parse_is_identity(local, dom):
+    parsed = typed_or_none(addresses.EmailAddress, f"{addresses.quote_local(local)}@{dom}")
+    assume(parsed is not None)
+    again = addresses.EmailAddress(str(parsed))
+    assert again == parsed and type(again) is addresses.EmailAddress
+    assert parsed.local == local  # the local part as given, SMTPUTF8 or not
+    assert parsed.domain == addresses.Domain(dom)
+    assert len(f"<{parsed}>".encode()) <= addresses.MAX_PATH
+
+
 # -- the body on the wire and back ------------------------------------------------
 
 
@@ -288,6 +323,38 @@ def test_data_reader_ends_only_on_dot_crlf(lines, overflows):
             return
         assert line != b".\r\n"
         assert not r.done
+
+
+# Mostly lines a message is made of, so that runs of them are taken whole.
+good_line = st.sampled_from([b"Received: x\r\n", b"\r\n", b"body\r\n", b"..dot\r\n", b"x" * 30 + b"\r\n"])
+
+
+@SETTINGS
+@given(
+    st.lists(good_line, max_size=4),
+    st.lists(st.one_of(good_line, good_line, good_line, good_line, tricky_line, any_line), max_size=40),
+    st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=10),
+    st.integers(min_value=1, max_value=400),
+    st.integers(min_value=10, max_value=40),
+)
+def test_runs_of_lines_get_the_verdicts_of_single_lines(header, body, cuts, max_size, max_line):
+    """feed_lines, whatever runs the lines come in, ends where feed ends, with the same body, size and reply."""
+    lines = [*header, b"\r\n", *body]
+    single = [line + b"\n" for line in b"".join(lines).split(b"\n")[:-1]]
+    one = DataReader(max_size=max_size, max_line=max_line, max_received=3)
+    taken = next((i + 1 for i, line in enumerate(single) if one.feed(line)), None)
+    runs = DataReader(max_size=max_size, max_line=max_line, max_received=3)
+    ended, left, turn = False, b"", 0
+    while not ended and single:
+        count, turn = cuts[turn % len(cuts)], turn + 1
+        run, single = single[:count], single[count:]
+        ended, left = runs.feed_lines(b"".join(run))
+        left += b"".join(single) if ended else b""
+    assert ended == (taken is not None)
+    assert (runs.done, runs.fatal, runs.error, runs.size) == (one.done, one.fatal, one.error, one.size)
+    assert bytes(runs.body) == bytes(one.body)
+    if taken is not None:
+        assert left == b"".join(line + b"\n" for line in b"".join(lines).split(b"\n")[:-1][taken:])
 
 
 # -- the retry schedule -------------------------------------------------------------

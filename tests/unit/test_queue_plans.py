@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from empath.addresses import EmailAddress
 from empath.metrics import queue_counts
 from empath.queue import store, work
 from empath.queue.store import NewMessage, NewRecipient
@@ -87,7 +88,7 @@ def test_next_due_and_flush_search_the_index(db):
 def test_recording_an_outcome_touches_one_message_by_index(db):
     [claimed] = work.claim(time.time(), "owner", 60.0, 1)
     result = work.Result(claimed.recipient_id, "delivered", "250 ok", "2.0.0", "mx.test")
-    settings = work.NoticeSettings("mx.test", "postmaster@d.test", 0, 86400)
+    settings = work.NoticeSettings("mx.test", EmailAddress("postmaster@d.test"), 0, 86400)
     statements = traced(db, work.record, claimed.queue_id, [result], time.time(), settings)
     assert_indexed(db, statements)
 

@@ -50,6 +50,36 @@ def test_a_body_reads_back_byte_for_byte(db, size):
     assert db.execute_sql("SELECT kind, detail FROM event").fetchall() == [("received", "from h")]
 
 
+@pytest.mark.parametrize("size", [10, STREAM_BODY_OVER + 1], ids=["bound whole", "streamed"])
+def test_the_head_is_stored_in_front_of_a_body_taken_as_it_is(db, size):
+    # A session's DATA buffer (a bytearray) is stored without being joined to the head first.
+    head, body = b"Received: from h\r\n", bytearray(os.urandom(size))
+    entry = message("Q000000000000003", body)
+    entry.head = head
+    with db.atomic():
+        store.insert(entry)
+    loaded = work.load("Q000000000000003")
+    assert loaded is not None and loaded.body == head + body
+    assert db.execute_sql("SELECT size FROM message").fetchone()[0] == len(head) + size == entry.size
+
+
+def test_a_write_that_fails_leaves_the_rest_of_its_batch_to_commit(tmp_path):
+    queue = store.Store(tmp_path / "queue.sqlite3")
+    queue.open()
+    try:
+        first, second = message("Q000000000000004", b"one\r\n"), message("Q000000000000005", b"two\r\n")
+        outcomes = queue.call(queue.write_batch, [(store.insert, (m,)) for m in (first, first, second)])
+        assert [ok for ok, _ in outcomes] == [True, False, True]
+        assert isinstance(outcomes[1][1], store.QueueError)
+        assert queue.db.execute_sql("SELECT queue_id FROM message ORDER BY queue_id").fetchall() == [
+            ("Q000000000000004",),
+            ("Q000000000000005",),
+        ]
+        assert queue.db.execute_sql("SELECT count(*) FROM recipient").fetchone()[0] == 2
+    finally:
+        queue.close()
+
+
 def test_envelope_only_load_leaves_the_body_out(db):
     with db.atomic():
         store.insert(message("Q000000000000002", b"Subject: x\r\n\r\nbody\r\n"))
