@@ -51,6 +51,7 @@ def rcpt_code(daemon, address: str) -> int:
         return client.rcpt(address)[0]
 
 
+@pytest.mark.smoke
 def test_read_verbs_status_connections_stats_queue_and_breakers(make_daemon):
     d = make_daemon(tls=False).start()
     queue_id = send_message(d, ["bob@local.test"], "first")

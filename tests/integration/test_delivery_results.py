@@ -618,6 +618,7 @@ def test_bounce_of_an_8bit_message_returns_it_byte_for_byte(make_daemon, remote,
     assert not remote.violations and not sender_peer.violations
 
 
+@pytest.mark.smoke
 def test_body_arrives_intact_at_smtp_sink(make_daemon, tmp_path):
     if SMTP_SINK is None:
         pytest.skip("smtp-sink is not installed")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from peer import Peer
 from support import ROOT, wait_for
 
@@ -27,6 +28,7 @@ def routed_to(make_daemon, peer: Peer):
 CRON_MAIL = b"To: ops@remote.test\nBcc: boss@remote.test\nSubject: nightly backup\n\nbackup finished\n.\n"
 
 
+@pytest.mark.smoke
 def test_cron_mail_with_the_daemon_stopped_is_queued_then_delivered(make_daemon):
     with Peer("127.0.0.11") as peer:
         daemon = routed_to(make_daemon, peer)

@@ -1,6 +1,9 @@
 import smtplib
 
+import pytest
 
+
+@pytest.mark.smoke
 def test_accepts_mail_for_local_domain_and_queues_it(daemon):
     with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10) as client:
         client.ehlo("client.test")
