@@ -325,6 +325,7 @@ class DeliveryCollector:
         )
         reuse.add_metric(["hit"], self.pool.stats["reuse_hit"])
         reuse.add_metric(["miss"], self.pool.stats["reuse_miss"])
+        reuse.add_metric(["stale"], self.pool.stats["reuse_stale"])
         yield reuse
 
         now = self.clock()

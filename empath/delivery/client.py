@@ -69,6 +69,12 @@ class SmtpError(Exception):
         return self.reply.text if self.reply else self.text
 
 
+class Stale(SmtpError):
+    """An idle connection taken back from the pool did not answer RSET: the
+    remote closed it meanwhile. Nothing of the transaction was accepted on
+    it, so the message goes on a fresh connection, not into a deferral."""
+
+
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 30.0
@@ -110,6 +116,9 @@ class Connection:
         self.tls = False
         self.messages = 0
         self.broken = False  # lost, timed out, closing (421) or out of step: no QUIT possible
+        # Taken back from the pool: the next transaction starts with RSET, both
+        # to start clean and to find out whether the remote is still there.
+        self.idle = False
         self._file = sock.makefile("rb")
 
     def __str__(self) -> str:
@@ -221,13 +230,22 @@ class Connection:
         dsn = "DSN" in self.extensions
         mail = f"MAIL FROM:<{envelope.sender}>{self._mail_params(envelope, dsn, body)}"
         rcpts = [f"RCPT TO:<{r.address}>{self._rcpt_params(r, dsn)}" for r in envelope.recipients]
+        idle, self.idle = self.idle, False
         if "PIPELINING" in self.extensions:
-            lines = [mail, *rcpts, "DATA"]
-            self.write("MAIL", "".join(line + "\r\n" for line in lines).encode("utf-8"), self.timeouts.command)
+            # RSET may lead a pipelined group (RFC 2920 §3.1): checking an idle
+            # connection costs no round trip of its own.
+            lines = ["RSET"] * idle + [mail, *rcpts, "DATA"]
+            group = "".join(line + "\r\n" for line in lines).encode("utf-8")
+            if idle:
+                self._check_alive(group)
+            else:
+                self.write("MAIL", group, self.timeouts.command)
             mail_reply = self.read_reply("MAIL", self.timeouts.command)
             rcpt_replies = [self.read_reply("RCPT", self.timeouts.command) for _ in rcpts]
             data_reply = self.read_reply("DATA", self.timeouts.command)
         else:
+            if idle:
+                self._check_alive(b"RSET\r\n")
             mail_reply = self.command("MAIL", mail)
             if not mail_reply.ok:
                 raise SmtpError("MAIL", "the remote refused the sender", mail_reply)
@@ -262,11 +280,24 @@ class Connection:
         }
 
     def reset(self) -> bool:
-        """RSET: is this idle connection still good for another message?"""
+        """RSET: is this connection still good for another transaction?"""
         try:
             return self.command("RSET", "RSET").ok
         except SmtpError:
             return False
+
+    def _check_alive(self, data: bytes) -> None:
+        """Send ``data`` (RSET alone, or RSET leading a pipelined group), then
+        read RSET's reply; Stale if the remote is gone or refuses it."""
+        try:
+            self.write("RSET", data, self.timeouts.command)
+            reply = self.read_reply("RSET", self.timeouts.command)
+        except SmtpError as exc:
+            self.broken = True
+            raise Stale("RSET", f"the idle connection was lost ({exc.text})") from None
+        if not reply.ok:
+            self.broken = True
+            raise Stale("RSET", "the idle connection refused RSET", reply)
 
     def quit(self) -> None:
         """End the session politely, or just close it when it is broken."""

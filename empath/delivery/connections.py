@@ -1,5 +1,7 @@
 """Reuse of connections: an idle connection to a next hop is kept for a few
-seconds, and checked with RSET before it carries another message."""
+seconds. The next transaction on it starts with RSET (Connection.idle),
+pipelined where the remote allows; if the remote closed it meanwhile, the
+courier takes the next idle one or opens a new one (client.Stale)."""
 
 import time
 from collections import Counter, defaultdict
@@ -23,12 +25,13 @@ class ConnectionPool:
         self._sweeper = gevent.spawn(self._sweep_forever)
 
     def take(self, key: Key) -> Connection | None:
-        """An idle connection for ``key`` that answered RSET, or None."""
+        """An idle connection for ``key`` not idle too long, or None."""
         idle = self._idle.get(key)
         while idle:
             since, conn = idle.pop()
-            if time.monotonic() - since <= self.idle_time and conn.reset():
+            if time.monotonic() - since <= self.idle_time:
                 self.stats["reuse_hit"] += 1
+                conn.idle = True
                 return conn
             conn.close()
         self.stats["reuse_miss"] += 1

@@ -163,10 +163,22 @@ class Courier:
                 continue
             connected = True
             try:
-                replies = conn.send(envelope, message.body)
+                while True:
+                    try:
+                        replies = conn.send(envelope, message.body)
+                        break
+                    except client.Stale:
+                        # The remote closed the idle connection meanwhile; nothing
+                        # of this transaction was taken. The next idle one, or a new one.
+                        self.pool.stats["reuse_stale"] += 1
+                        conn.close()
+                        conn = self._connection(route, candidate)
             except SmtpError as exc:
                 conn.quit()  # QUIT if the session still works (a refusal); else just close
                 last = exc
+                if exc.step in CONNECTION_STEPS:
+                    connected = False  # the new connection after a stale one failed
+                    continue
                 if exc.permanent and exc.step not in CONNECTION_STEPS:
                     return self._all(recipients, "bounced", exc.status, exc.diagnostic, True, str(conn))
                 if exc.elsewhere:

@@ -402,6 +402,9 @@ def test_an_idle_connection_the_remote_closed_is_replaced(make_daemon):
         first, second = peer.connections
         assert first.transactions[0].recipients == ["bob@remote.test"] and not first.quit
         assert second.transactions[0].recipients == ["carol@remote.test"]
+        # The dead idle connection failed its RSET; carol went on a new one, in the same attempt.
+        events = daemon.query("SELECT kind FROM event WHERE recipient = ?", "carol@remote.test")
+        assert [kind for (kind,) in events if kind != "received"] == ["delivered"]
         assert not peer.violations and not peer.errors
 
 

@@ -15,6 +15,7 @@ from empath.delivery.client import (
     Recipient,
     Reply,
     SmtpError,
+    Stale,
     Timeouts,
     TlsFailed,
     open_connection,
@@ -751,6 +752,47 @@ def test_reset_on_a_dead_connection(peer, how):
         peer.stop()
     assert conn.reset() is False
     conn.close()
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_an_idle_connection_starts_its_next_transaction_with_rset(peer, pipelining):
+    # The pool marks a connection it hands back idle; RSET then leads the
+    # pipelined group (no round trip of its own) or goes alone before MAIL.
+    peer.extensions = PIPELINED_EXTENSIONS if pipelining else PLAIN_EXTENSIONS
+    conn = connect(peer)
+    assert conn.send(envelope("a@remote.test"), BODY)["a@remote.test"].ok
+    conn.idle = True
+    assert conn.send(envelope("b@remote.test"), BODY)["b@remote.test"].ok
+    assert not conn.idle
+    assert conn.send(envelope("c@remote.test"), BODY)["c@remote.test"].ok  # not idle in between: no RSET
+    conn.quit()
+    peer.wait_until_idle()
+    [c] = peer.connections
+    transaction = ["MAIL", "RCPT", "DATA"]
+    assert c.commands == ["EHLO", *transaction, "RSET", *transaction, *transaction, "QUIT"]
+    assert [t.recipients for t in peer.transactions] == [["a@remote.test"], ["b@remote.test"], ["c@remote.test"]]
+    assert peer.violations == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize("how", ["stopped", "closed without a word", "421"])
+def test_an_idle_connection_the_remote_dropped_is_stale(peer, pipelining, how):
+    peer.extensions = PIPELINED_EXTENSIONS if pipelining else PLAIN_EXTENSIONS
+    if how == "closed without a word":
+        peer.fail_at = ("RSET", 1, None)
+    elif how == "421":
+        peer.fail_at = ("RSET", 1, BYE)
+    conn = open_connection("h", "127.0.0.1", peer.port, HELO, Timeouts(2.0, 2.0, 2.0), "none", None)
+    if how == "stopped":
+        peer.stop()
+    conn.idle = True
+    with pytest.raises(Stale) as info:
+        conn.send(envelope(), BODY)
+    assert info.value.step == "RSET" and info.value.elsewhere and not info.value.permanent
+    assert conn.broken  # closed, never given back
+    conn.close()
+    peer.wait_until_idle()
+    assert peer.all_transactions == []  # nothing of the message was taken
 
 
 def test_quit_on_a_dead_connection_does_not_raise(peer):

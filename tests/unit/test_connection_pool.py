@@ -1,7 +1,8 @@
 """Reuse of idle connections: take, give and sweep, on a clock the test moves.
 
-The connections are small stand-ins with the parts the pool uses: RSET
-(``reset``), ``quit``, ``close`` and the count of messages carried.
+The connections are small stand-ins with the parts the pool uses: the
+``idle`` mark (the next transaction starts with RSET: tests/unit/test_client.py),
+``quit``, ``close`` and the count of messages carried.
 """
 
 from types import SimpleNamespace
@@ -16,17 +17,11 @@ OTHER = ("192.0.2.2", 25, "opportunistic", "")
 
 
 class FakeConnection:
-    def __init__(self, name: str, messages: int = 1, alive: bool = True):
+    def __init__(self, name: str, messages: int = 1):
         self.name = name
         self.messages = messages
-        self.alive = alive  # answers RSET
-        self.resets = 0
+        self.idle = False
         self.ended: str | None = None  # "quit" or "close"
-
-    def reset(self) -> bool:
-        assert self.ended is None, f"{self.name}: RSET after {self.ended}"
-        self.resets += 1
-        return self.alive
 
     def quit(self) -> None:
         self.ended = self.ended or "quit"
@@ -63,12 +58,12 @@ def test_an_empty_pool_has_nothing(pool):
     assert pool.stats == {"reuse_miss": 1}
 
 
-def test_a_given_connection_is_taken_back_after_rset(pool):
+def test_a_given_connection_is_taken_back_marked_idle(pool):
     conn = FakeConnection("a")
     pool.give(KEY, conn)
     assert conn.ended is None
     assert pool.take(KEY) is conn
-    assert conn.resets == 1
+    assert conn.idle  # its next transaction checks it with RSET
     assert pool.take(KEY) is None  # taken: not in the pool twice
     assert pool.stats == {"reuse_hit": 1, "reuse_miss": 1}
 
@@ -101,27 +96,20 @@ def test_idle_too_long_is_not_reused(pool, clock, idle, reused):
         assert pool.take(KEY) is conn
     else:
         assert pool.take(KEY) is None
-        assert conn.resets == 0  # not even asked
         assert conn.ended == "close"
 
 
-def test_a_connection_failing_rset_is_closed_and_the_next_tried(pool, clock):
-    good, dead = FakeConnection("good"), FakeConnection("dead", alive=False)
-    pool.give(KEY, good)
-    pool.give(KEY, dead)
-    assert pool.take(KEY) is good
-    assert dead.ended == "close"
-    assert pool.stats == {"reuse_hit": 1}
-
-
-def test_only_dead_connections_is_a_miss(pool):
-    dead = [FakeConnection(f"dead{i}", alive=False) for i in range(3)]
-    for conn in dead:
-        pool.give(KEY, conn)
+def test_the_fresh_one_is_taken_and_a_too_old_one_closed_when_reached(pool, clock):
+    old = FakeConnection("old")
+    pool.give(KEY, old)
+    clock.now += 6
+    fresh = FakeConnection("fresh")
+    pool.give(KEY, fresh)
+    assert pool.take(KEY) is fresh
+    assert old.ended is None
     assert pool.take(KEY) is None
-    assert [c.ended for c in dead] == ["close"] * 3
-    assert pool.stats == {"reuse_miss": 1}
-    assert pool.take(KEY) is None  # and they are gone
+    assert (old.ended, fresh.ended) == ("close", None)
+    assert pool.stats == {"reuse_hit": 1, "reuse_miss": 1}
 
 
 @pytest.mark.parametrize("messages, kept", [(0, True), (2, True), (3, False), (10, False)])

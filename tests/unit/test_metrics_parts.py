@@ -161,7 +161,7 @@ def test_delivery_collector_names_configured_destinations_only():
         "c.example": Breaker(1, 300.0),
     }
     resolver = _Stats(lookup=5, cache_hit=3, cache_miss=2, nxdomain=1, timeout=1)
-    pool = _Stats(reuse_hit=4, reuse_miss=1)
+    pool = _Stats(reuse_hit=4, reuse_miss=1, reuse_stale=2)
     collector = DeliveryCollector(resolver, pool, breakers, ("configured.test", "idle.test", "smarthost"), lambda: now)
     got = samples(collector)
     breaker = {dict(labels)["destination"]: v for (name, labels), v in got.items() if name.endswith("breaker_open")}
@@ -173,6 +173,7 @@ def test_delivery_collector_names_configured_destinations_only():
     assert got[("empath_dns_failures_total", (("kind", "servfail"),))] == 0
     assert got[("empath_delivery_connection_reuse_total", (("result", "hit"),))] == 4
     assert got[("empath_delivery_connection_reuse_total", (("result", "miss"),))] == 1
+    assert got[("empath_delivery_connection_reuse_total", (("result", "stale"),))] == 2
 
 
 def test_certificate_expiry(certs, tmp_path):
