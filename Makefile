@@ -29,7 +29,7 @@ test-smoke:
 	scripts/test -m smoke
 
 test-list:
-	scripts/bootstrap --test
+	scripts/bootstrap
 	.venv/bin/python -m pytest --collect-only -q -m ""  # every test, the slow and fuzz ones too
 
 test-match:
@@ -40,7 +40,7 @@ bench:
 	scripts/bench/all
 
 profile-cpu:
-	@[ -n "$(BENCH)" ] || { echo "usage: make profile-cpu BENCH=accept|accept_large|relay|drain|latency|memory" >&2; exit 2; }
+	@[ -n "$(BENCH)" ] || { echo "usage: make profile-cpu BENCH=accept|accept_large|relay|drain|latency" >&2; exit 2; }
 	scripts/bench/profile $(BENCH)
 
 changelog:

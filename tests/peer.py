@@ -48,6 +48,8 @@ connection only (queue several calls for successive connections):
 ``data_reply``      the reply to DATA ("354 ..."); anything else ends the
                     transaction there
 ``final_reply``     the reply after the final dot ("250 2.0.0 ok")
+``rset_reply``      the reply to RSET ("250 2.0.0 reset"); the transaction is
+                    reset whatever it says
 ``drop_after_dot``  close right after the final dot, without replying
 ``fail_at``         ``(command, n, reply)``: at the n-th ``command`` of a
                     connection ("MAIL", "RCPT", "DATA", "." for the final
@@ -144,6 +146,7 @@ SETTINGS = (
     "rcpt_replies",
     "data_reply",
     "final_reply",
+    "rset_reply",
     "drop_after_dot",
     "fail_at",
 )
@@ -217,6 +220,7 @@ class Connection:
     log: list[str] = field(default_factory=list)  # "C: ..." / "S: ..."
     transactions: list[Transaction] = field(default_factory=list)
     rset_count: int = 0
+    rset_pipelined: int = 0  # RSETs that arrived with more commands behind them in the same read
     noop_count: int = 0
     quit: bool = False
     closed: bool = False
@@ -284,6 +288,7 @@ class Peer:
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply = "354 end data with <CR><LF>.<CR><LF>"
         self.final_reply = "250 2.0.0 ok"
+        self.rset_reply = "250 2.0.0 reset"
         self.drop_after_dot = False
         self.fail_at: tuple[str, int, str | _Hang | None] | None = None
         # State.
@@ -855,8 +860,10 @@ class _Session:
 
     def cmd_rset(self, arg: bytes) -> None:
         self.conn.rset_count += 1
+        if self.buf:
+            self.conn.rset_pipelined += 1
         self.reset_transaction()
-        self.send("250 2.0.0 reset")
+        self.send(self.setting("rset_reply"))
 
     def cmd_noop(self, arg: bytes) -> None:
         self.conn.noop_count += 1

@@ -297,7 +297,8 @@ class Connection:
             raise Stale("RSET", f"the idle connection was lost ({exc.text})") from None
         if not reply.ok:
             self.broken = True
-            raise Stale("RSET", "the idle connection refused RSET", reply)
+            # Not the message's fault: a temporary status whatever the reply's class.
+            raise Stale("RSET", f"the idle connection refused RSET: {reply.text}")
 
     def quit(self) -> None:
         """End the session politely, or just close it when it is broken."""

@@ -18,7 +18,7 @@ class ConnectionPool:
         self.idle_time = idle_time
         self.max_messages = max_messages
         self._idle: dict[Key, list[tuple[float, Connection]]] = defaultdict(list)
-        self.stats: Counter = Counter()  # reuse_hit, reuse_miss
+        self.stats: Counter = Counter()  # reuse_hit, reuse_miss; reuse_stale (counted by the courier)
         self._sweeper: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -38,7 +38,9 @@ class ConnectionPool:
         return None
 
     def give(self, key: Key, conn: Connection) -> None:
-        if self.idle_time <= 0 or conn.messages >= self.max_messages:
+        # A broken one (a reply timed out, say after a refusal's RSET) may still
+        # owe a late reply, which the next transaction would read as its own.
+        if conn.broken or self.idle_time <= 0 or conn.messages >= self.max_messages:
             conn.quit()
             return
         self._idle[key].append((time.monotonic(), conn))

@@ -76,7 +76,8 @@ def main() -> None:
         )
         try:
             b.wait_for(lambda: " started " in daemon.log(), timeout=60, what="empath to start under strace")
-            daemon.control("pause")  # accept only, as b.HeldDaemon does
+            if not daemon.control("pause").get("ok"):  # accept only, as b.HeldDaemon does
+                raise SystemExit("bench: pausing delivery failed")
             b.smtp_source(daemon.ports.smtp, args.messages, args.sessions, 1024)
         finally:
             # SIGTERM to strace would only detach it: stop Empath, and strace ends with it.

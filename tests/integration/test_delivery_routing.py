@@ -408,6 +408,21 @@ def test_an_idle_connection_the_remote_closed_is_replaced(make_daemon):
         assert not peer.violations and not peer.errors
 
 
+def test_an_idle_connection_to_a_host_now_down_defers_as_a_connection_failure(make_daemon):
+    # The idle connection fails its RSET, the new one is refused: the
+    # deferral names the connect step, as any unreachable host's does.
+    with DnsServer(mx_records("127.0.0.11")) as dns, Peer("127.0.0.11") as peer:
+        daemon = make_daemon(delivery=delivery(dns, peer.port, idle_time="30s", retry_first="1h")).start()
+        send(daemon, "bob@remote.test")
+        delivered(daemon, "bob@remote.test")
+        peer.stop()
+        send(daemon, "carol@remote.test")
+        state, status, reply, _, attempts = settled(daemon, "carol@remote.test", "deferred")
+        assert (status, attempts) == ("4.4.2", 1)
+        assert reply.startswith("connect: ")
+        assert len(peer.connections) == 1 and [t.recipients for t in peer.delivered] == [["bob@remote.test"]]
+
+
 def test_max_messages_per_connection_one_opens_a_connection_per_message(make_daemon):
     with DnsServer(mx_records("127.0.0.11")) as dns, Peer("127.0.0.11") as peer:
         daemon = make_daemon(

@@ -21,6 +21,7 @@ class FakeConnection:
         self.name = name
         self.messages = messages
         self.idle = False
+        self.broken = False
         self.ended: str | None = None  # "quit" or "close"
 
     def quit(self) -> None:
@@ -110,6 +111,16 @@ def test_the_fresh_one_is_taken_and_a_too_old_one_closed_when_reached(pool, cloc
     assert pool.take(KEY) is None
     assert (old.ended, fresh.ended) == ("close", None)
     assert pool.stats == {"reuse_hit": 1, "reuse_miss": 1}
+
+
+def test_a_broken_connection_is_never_kept(pool):
+    # e.g. the RSET after a refusal timed out: its late reply would be read
+    # as the next transaction's and put every reply one step out.
+    conn = FakeConnection("a")
+    conn.broken = True
+    pool.give(KEY, conn)
+    assert conn.ended == "quit"  # quit() closes a broken one without a word
+    assert pool.take(KEY) is None
 
 
 @pytest.mark.parametrize("messages, kept", [(0, True), (2, True), (3, False), (10, False)])
