@@ -15,6 +15,11 @@ RECV_SIZE = 65536
 
 # Up to this much goes out with plain sends; more with sendall (see send_all).
 SMALL_SEND = 65536
+# Replies are held until the next blocking read (one packet for a pipelined
+# group), but never more than this: a client that pipelines thousands of
+# commands without reading the replies would otherwise make the session
+# buffer megabytes of them before its first send could block and time out.
+MAX_PENDING = SMALL_SEND
 
 
 class ConnectionClosed(Exception):
@@ -42,16 +47,21 @@ class Connection:
         self.write_timeout = write_timeout
         self._in = bytearray()
         self._out: list[bytes] = []
+        self._pending = 0  # bytes in _out
         self.tls_version: str | None = None
         self.tls_cipher: str | None = None
 
     def send(self, data: bytes) -> None:
         self._out.append(data)
+        self._pending += len(data)
+        if self._pending >= MAX_PENDING:
+            self.flush()
 
     def flush(self) -> None:
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
+            self._pending = 0
             with gevent.Timeout(self.write_timeout):
                 send_all(self.sock, data)
 

@@ -319,7 +319,11 @@ def test_client_that_does_not_read_its_replies_times_out(slow):
         with pytest.raises(TimeoutError):
             while True:  # until the server stops reading because its replies cannot be sent
                 client.sock.sendall(b"HELP\r\n" * 10_000)  # a short command with a long reply
-        wait_for(lambda: "client=127.0.0.5 outcome=timeout" in slow.log(), what="the stalled session to time out")
+        # First the server works through the commands the kernel had buffered
+        # for it (megabytes): seconds on a slow machine, more under coverage.
+        wait_for(
+            lambda: "client=127.0.0.5 outcome=timeout" in slow.log(), timeout=30, what="the stalled session to time out"
+        )
         assert client.closed()
 
 
