@@ -121,11 +121,7 @@ class Mailbox:
 
     @property
     def address(self) -> EmailAddress:
-        text = str(self)
-        # RFC 5321 §4.5.3.1.3: the path, angle brackets included, is at most 256 octets.
-        if len(text.encode("utf-8")) + 2 > MAX_PATH:
-            raise AddressError("path longer than 256 octets")
-        return EmailAddress._trusted(text)
+        return EmailAddress._trusted(str(self))
 
 
 @dataclass(frozen=True)
@@ -227,8 +223,15 @@ def parse_mailbox(text: str, utf8: bool = False) -> Mailbox:
     if len(local.encode("utf-8")) > MAX_LOCAL_PART:
         raise AddressError("local part longer than 64 octets")
     if domain_text.startswith("["):
-        return Mailbox(local, Domain._trusted(parse_literal(domain_text)), quoted, literal=True)
-    return Mailbox(local, Domain._trusted(parse_domain(domain_text, utf8)), quoted)
+        box = Mailbox(local, Domain._trusted(parse_literal(domain_text)), quoted, literal=True)
+    else:
+        box = Mailbox(local, Domain._trusted(parse_domain(domain_text, utf8)), quoted)
+    # RFC 5321 §4.5.3.1.3: the path, angle brackets included, is at most 256
+    # octets as it goes on: counted on the canonical form, here, where a refusal
+    # is a reply (A-labels can be longer than the U-labels the client sent).
+    if len(str(box).encode("utf-8")) + 2 > MAX_PATH:
+        raise AddressError("path longer than 256 octets")
+    return box
 
 
 def _parse_quoted(text: str) -> tuple[str, str]:

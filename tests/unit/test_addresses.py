@@ -240,6 +240,14 @@ def test_path_limit_is_256_octets_brackets_included():
         parse_path(too_long)
 
 
+def test_path_limit_counts_the_canonical_form():
+    # 146 octets as sent; 279 once its U-labels are A-labels ("ü" is "xn--tda").
+    sent = f"<{'x' * 60}@{'.'.join(['ü'] * 27)}.de>"
+    assert len(sent.encode()) <= MAX_PATH
+    with pytest.raises(AddressError, match="256"):
+        parse_path(sent, utf8=True)
+
+
 def test_path_limit_counts_octets():
     local = "é" * 32  # 32 characters, 64 octets
     fits = f"<{local}@{_domain(189)}>"

@@ -834,3 +834,12 @@ def test_a_refused_line_ends_the_auth_exchange(refuse):
     assert not m.in_auth_exchange
     # The next line is a command again, not a SASL response.
     assert_reply(say(m, "NOOP"), replies.NOOP)
+
+
+def test_an_address_too_long_once_in_a_labels_is_refused_with_a_reply():
+    # Parsed, it would have been accepted and failed later, when its text was asked for.
+    m = make(trusted=True)
+    say(m, "EHLO c.test")
+    assert codes(say(m, "MAIL FROM:<a@b.test> SMTPUTF8")) == [(250, "2.1.0")]
+    step = say(m, f"RCPT TO:<{'x' * 60}@{'.'.join(['ü'] * 27)}.de>")
+    assert step.replies[0].code == 501 and not m.envelope.recipients
