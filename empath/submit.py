@@ -138,7 +138,7 @@ def compose(
     never copied (a 25 MB message must not be held twice).
     """
     hostname = config.hostname
-    header = header_section(data)
+    header = stamp.header_section(data)
     trace_id = stamp.trace_from(header, hostname) or trace_id
     head = origin.received(hostname, queue_id, trace_id, envelope.recipients, now) + origin.missing_headers(
         header, envelope.sender, queue_id, hostname, now
@@ -169,10 +169,3 @@ def compose(
         events=events,
     )
     return message, signing
-
-
-def header_section(data: bytes | bytearray) -> bytes:
-    """The message's header fields, up to the blank line: what the header checks
-    read, without splitting (and so copying) a large body."""
-    end = data.find(b"\r\n\r\n")
-    return bytes(data[:end] if end != -1 else data)

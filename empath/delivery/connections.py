@@ -18,7 +18,7 @@ class ConnectionPool:
         self.idle_time = idle_time
         self.max_messages = max_messages
         self._idle: dict[Key, list[tuple[float, Connection]]] = defaultdict(list)
-        self.stats: Counter = Counter()  # reuse_hit, reuse_miss; reuse_stale (counted by the courier)
+        self.stats: Counter = Counter()  # reuse_hit, reuse_miss, reuse_stale
         self._sweeper: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -36,6 +36,12 @@ class ConnectionPool:
             conn.close()
         self.stats["reuse_miss"] += 1
         return None
+
+    def discard_stale(self, conn: Connection) -> None:
+        """A connection taken here whose RSET failed (client.Stale): the remote
+        had closed it. Counted, so that the reuse metric tells hits from these."""
+        self.stats["reuse_stale"] += 1
+        conn.close()
 
     def give(self, key: Key, conn: Connection) -> None:
         # A broken one (a reply timed out, say after a refusal's RSET) may still

@@ -170,8 +170,7 @@ class Courier:
                     except client.Stale:
                         # The remote closed the idle connection meanwhile; nothing
                         # of this transaction was taken. The next idle one, or a new one.
-                        self.pool.stats["reuse_stale"] += 1
-                        conn.close()
+                        self.pool.discard_stale(conn)
                         conn = self._connection(route, candidate)
             except SmtpError as exc:
                 conn.quit()  # QUIT if the session still works (a refusal); else just close
@@ -179,7 +178,7 @@ class Courier:
                 if exc.step in CONNECTION_STEPS:
                     connected = False  # the new connection after a stale one failed
                     continue
-                if exc.permanent and exc.step not in CONNECTION_STEPS:
+                if exc.permanent:
                     return self._all(recipients, "bounced", exc.status, exc.diagnostic, True, str(conn))
                 if exc.elsewhere:
                     continue

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from empath.addresses import EmailAddress
+from empath.smtp.stamp import header_section
 
 ACTIONS = ("failed", "delayed", "delivered", "relayed")
 MAX_LINE = 998  # RFC 5322 §2.1.1, octets before the CRLF
@@ -213,7 +214,7 @@ def _needs_utf8(report: Report) -> bool:
     texts: list[str] = [report.sender]
     for r in report.recipients:
         texts += [r.address, r.orcpt or ""]
-    return not all(text.isascii() for text in texts) or not _header_section(report.original).isascii()
+    return not all(text.isascii() for text in texts) or not header_section(report.original).isascii()
 
 
 # --- Text: dates, cleaning and folding -----------------------------------------------------
@@ -374,7 +375,7 @@ def _returned_note(actions: set[str], why: str | None) -> str:
 def _original_subject(original: bytes) -> str:
     """The Subject of the original, decoded for people; empty when it has none."""
     value = None
-    for field in _fields(_header_section(original)):
+    for field in _fields(header_section(original)):
         name, colon, rest = field.partition(b":")
         if colon and name.strip().lower() == b"subject":
             value = rest.decode("utf-8", "replace")
@@ -444,7 +445,7 @@ def _returned(report: Report, utf8: bool) -> tuple[str, bytes, str | None]:
         return ("message/global" if utf8 else "message/rfc822"), report.original, None
     kept = []
     size = 0
-    for field in _fields(_header_section(report.original)):
+    for field in _fields(header_section(report.original)):
         if not _carriable(field):
             continue  # a line too long, or a bare CR or LF: it cannot go into a MIME part as it is
         if size + len(field) > report.return_limit:
@@ -452,14 +453,6 @@ def _returned(report: Report, utf8: bool) -> tuple[str, bytes, str | None]:
         kept.append(field)
         size += len(field)
     return ("message/global-headers" if utf8 else "text/rfc822-headers"), b"".join(kept), why
-
-
-def _header_section(message: bytes) -> bytes:
-    """The header section: every field, each with its CRLF, without the blank line."""
-    if message.startswith(b"\r\n"):
-        return b""
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
 
 
 def _fields(section: bytes) -> list[bytes]:

@@ -162,9 +162,9 @@ _RETRY_SAYING = f"{_CLEAR}, next_attempt_at = ?, last_reply = ?, last_status = ?
 # A recipient put on hold while its delivery was under way stays held if that
 # attempt is deferred; delivered or bounced, it is done whatever the hold.
 _OUTCOME = (
-    f"{_CLEAR}, state = CASE WHEN state = '{HELD}' AND ? = '{DEFERRED}' THEN state ELSE ? END,"
-    " last_reply = ?, last_status = ?, remote_mta = ?, relayed = ?,"
-    " attempts = attempts + 1, next_attempt_at = coalesce(?, next_attempt_at) WHERE id = ?"
+    f"{_CLEAR}, state = CASE WHEN state = '{HELD}' AND :state = '{DEFERRED}' THEN state ELSE :state END,"
+    " last_reply = :reply, last_status = :status, remote_mta = :remote, relayed = :relayed,"
+    " attempts = attempts + 1, next_attempt_at = coalesce(:next_at, next_attempt_at) WHERE id = :id"
 )
 
 
@@ -180,7 +180,8 @@ def record(queue_id: str, results: list[Result], now: float, settings: NoticeSet
                 conn.execute(_RETRY, (r.next_attempt_at, r.recipient_id))
         else:
             next_at = r.next_attempt_at if r.state == DEFERRED else None
-            conn.execute(_OUTCOME, (r.state, r.state, r.reply, r.status, r.remote, r.relayed, next_at, r.recipient_id))
+            outcome = dict(state=r.state, reply=r.reply, status=r.status, remote=r.remote, relayed=r.relayed)
+            conn.execute(_OUTCOME, {**outcome, "next_at": next_at, "id": r.recipient_id})
     rows = {row.id: row for row in map(_Row._make, conn.execute(_ROWS, (queue_id,)))}
     message = conn.execute(_MESSAGE, (queue_id,)).fetchone()
     if message is None:

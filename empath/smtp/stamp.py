@@ -90,6 +90,15 @@ def trace_from(body: bytes, hostname: str) -> str | None:
     return None
 
 
+def header_section(message: bytes | bytearray) -> bytes:
+    """The header section: every field, each with its CRLF, without the blank
+    line; found without splitting (and so copying) a large body."""
+    if message.startswith(b"\r\n"):
+        return b""
+    end = message.find(b"\r\n\r\n")
+    return bytes(message if end < 0 else message[: end + 2])
+
+
 def header_names(body: bytes) -> set[str]:
     """Lower-case names of the fields in the message's header section."""
     names = set()
