@@ -25,8 +25,8 @@ from empath.log import audit, event, set_level
 from empath.metrics import Metrics
 from empath.plugins import loader as plugins_loader
 from empath.queue.store import GroupCommitter, Store, lock_data_dir
-from empath.smtp.server import SmtpServer, tls_context
-from empath.users import Users
+from empath.smtp.helpers import Helpers
+from empath.smtp.server import SmtpServer
 
 log = logging.getLogger("empath")
 
@@ -59,10 +59,13 @@ class Daemon:
         self.scheduler = Scheduler(config, self.store, self.committer, courier, metrics=self.metrics)
         self.committer.on_commit = self.scheduler.wake
         self.server = SmtpServer(config, self.committer, metrics=self.metrics, plugins=self.plugins)
+        self.helpers: Helpers | None = None
+        if config.smtp_processes > 1:
+            self.helpers = self.server.helpers = Helpers(
+                config.smtp_processes, config, self.metrics, on_queued=self.scheduler.wake
+            )
         self._watch(self.resolver)
-        self.control = ControlServer(
-            config.control_socket, config.control.group, _tokens(config), DaemonVerbs(self)
-        )
+        self.control = ControlServer(config.control_socket, config.control.group, _tokens(config), DaemonVerbs(self))
         self._stop = gevent.event.Event()
         self._lock_fd: int | None = None
 
@@ -76,6 +79,8 @@ class Daemon:
         if self.config.metrics_address is not None:
             self.metrics.serve(*self.config.metrics_address)
         self.committer.start()
+        if self.helpers is not None:
+            self.helpers.start()  # after the queue is open: they attach to it
         self.server.start()
         self.pool.start()
         self.scheduler.start()
@@ -114,6 +119,8 @@ class Daemon:
         grace = self.config.timeouts.shutdown_grace
         event(log, "stopping", grace=grace)
         self.server.stop_listening()
+        if self.helpers is not None:
+            self.helpers.stop(grace)
         self.server.drain(grace)
         self.scheduler.stop(grace)
         self.control.stop()
@@ -153,19 +160,20 @@ class Daemon:
 
     def _apply(self, config: Config) -> None:
         """Swap ``config`` into every part that holds it; new sessions and deliveries see it."""
-        server = self.server
-        server.config = config
-        server.tls_context = tls_context(config)
-        if config.users_file != self.config.users_file:
-            server.users = Users(config.users_file) if config.users_file is not None else None
-        for listening in server.listening:
-            listening.policy = server.policy(listening.listener)
+        self.server.reconfigure(config)
+        if self.helpers is not None:
+            self.helpers.reconfigure(config)
         self.committer.timeout = config.queue.commit_timeout
         self.scheduler.courier = Courier(config, self.resolver, self.pool, _credentials(config), self.plugins)
         self.scheduler.reconfigure(config)
         self.control.tokens = _tokens(config)
-        set_level(config.log_level)
+        set_level(config.log_level)  # the helpers set theirs from the config they were sent
         self.config = config
+
+    def set_log_level(self, name: str) -> None:
+        set_level(name)
+        if self.helpers is not None:
+            self.helpers.set_log_level(name)
 
     def _reload_on_signal(self) -> None:
         try:

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("empath")
 
+# The counters a session updates: a helper process reports them to the daemon,
+# which serves them (smtp/helpers.py). Connections are counted by the daemon itself.
+SESSION_COUNTERS = ("commands_rejected", "messages_received", "received_bytes", "tls_handshakes", "auth", "queue_in")
+Counts = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 # Connection outcomes (label values of empath_smtp_connections_total).
 OUTCOMES = ("closed", "client_hung_up", "timeout", "shutdown", "error", "refused")
 # Resolver.stats keys counted as failures, by kind.
@@ -192,6 +196,27 @@ class Metrics:
     def count_greenlets(self, *groups: Any) -> None:
         """The gauge is the sum of the groups' sizes (a gevent Group or Pool each)."""
         self.greenlets.set_function(lambda: sum(len(g) for g in groups))
+
+    # -- what SMTP helper processes count (smtp/helpers.py) ------------------------
+
+    def session_counts(self) -> Counts:
+        """The running totals of the counters a session touches, by attribute and labels."""
+        totals = {}
+        for attr in SESSION_COUNTERS:
+            for family in getattr(self, attr).collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        totals[(attr, tuple(sorted(sample.labels.items())))] = sample.value
+        return totals
+
+    def add_counts(self, totals: Counts, before: Counts) -> Counts:
+        """Add what a helper counted since it last reported (``before``); returns ``totals`` for next time."""
+        for (attr, labels), total in totals.items():
+            grown = total - before.get((attr, labels), 0.0)
+            if grown > 0:
+                counter = getattr(self, attr)
+                (counter.labels(**dict(labels)) if labels else counter).inc(grown)
+        return totals
 
     def watch_certificate(self, path: Path | None) -> None:
         if path is None:

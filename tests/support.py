@@ -138,6 +138,9 @@ class Daemon:
             out, err = self.proc.communicate()
             raise AssertionError(f"empath exited with {self.proc.returncode}: {err.decode()}{out.decode()}")
         text = self.log_since_start()
+        helpers = (self.sections.get("server") or {}).get("smtp_processes", 1)
+        if helpers > 1 and text.count("smtp_helper_ready") < helpers:
+            return False  # the daemon serves sessions itself meanwhile, but the test means its helpers
         return " started " in text or '"event": "started"' in text  # text or JSON log
 
     def log(self) -> str:

@@ -41,6 +41,9 @@ from empath.plugins import loader as plugins_loader
 from empath.plugins.api import HOOKS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# More SMTP processes than cores only adds contention for the queue's write lock;
+# the cap keeps a typo (1000) from starting a thousand interpreters.
+MAX_SMTP_PROCESSES = 64
 LOG_FORMATS = ("text", "json")
 # Safe by default: only this host may relay without logging in.
 DEFAULT_TRUSTED = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
@@ -145,12 +148,14 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return convert
 
 
-def _integer(minimum: int) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("must be an integer")
         if value < minimum:
             raise ValueError(f"must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}")
         return value
 
     return convert
@@ -536,7 +541,7 @@ def _call(value: Any) -> str:
 
 def _options(value: Any) -> dict:
     if not isinstance(value, dict):
-        raise ValueError("must be a table, such as options = { file = \"/etc/empath/blocked\" }")
+        raise ValueError('must be a table, such as options = { file = "/etc/empath/blocked" }')
     return value
 
 
@@ -600,7 +605,11 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
             raise ValueError("must not be empty")
         return (base / text).resolve() if not text.startswith("/") else Path(text)
 
-    server = r.table(doc, "server", {"hostname", "data_dir", "log_level", "log_format", "log_file", "metrics_address"})
+    server = r.table(
+        doc,
+        "server",
+        {"hostname", "data_dir", "log_level", "log_format", "log_file", "metrics_address", "smtp_processes"},
+    )
     hostname = r.get(server, "hostname", None, lambda v: _domain(_string(v)), "server.hostname")
     if hostname is None:
         try:
@@ -615,6 +624,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
     log_format = r.get(server, "log_format", "text", _choice(LOG_FORMATS), "server.log_format")
     log_file = r.get(server, "log_file", None, path, "server.log_file")
     metrics_address = r.get(server, "metrics_address", None, _host_port, "server.metrics_address")
+    smtp_processes = r.get(server, "smtp_processes", 1, _integer(1, MAX_SMTP_PROCESSES), "server.smtp_processes")
 
     relay = r.table(doc, "relay", {"local_domains", "trusted_networks"})
     domains = r.get(relay, "local_domains", [], lambda v: [_domain(d) for d in _string_list(v)], "relay.local_domains")
@@ -675,6 +685,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         smarthost=_smarthost(r, doc, delivery, path),
         domains=_domains(r, doc, delivery),
         metrics_address=metrics_address,
+        smtp_processes=smtp_processes,
         plugins=plugins,
         control=_control(r, doc, path),
         dkim=_dkim(r, doc, path),

@@ -164,6 +164,7 @@ class Config:
     smarthost: Smarthost | None = None
     domains: dict[Domain, DomainPolicy] = field(default_factory=dict)
     metrics_address: tuple[str, int] | None = None  # where /metrics is served; None: not at all
+    smtp_processes: int = 1  # helper processes serving SMTP sessions; 1: the daemon serves them itself
     plugins: tuple[PluginSpec, ...] = ()  # in config order
     control: ControlSettings = ControlSettings()
     dkim: tuple[DkimKey, ...] = ()  # signing keys, in config order

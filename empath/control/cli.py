@@ -211,6 +211,13 @@ def _delivery(d: dict[str, Any]) -> str:
     return text + f", {d['in_flight']} in flight"
 
 
+def _helpers(helpers: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"smtp helper {h['helper']}: pid {h['pid']}, {h['sessions']} sessions" + ("" if h["ready"] else " (starting)")
+        for h in helpers
+    ]
+
+
 def _status(s: dict[str, Any]) -> str:
     queue = ", ".join(f"{state} {count}" for state, count in s["queue"].items())
     lines = [
@@ -218,6 +225,7 @@ def _status(s: dict[str, Any]) -> str:
         f"config:     {s['config']}",
         f"listeners:  {', '.join(s['listeners'])}" + ("" if s["accepting"] else " (closing)"),
         f"sessions:   {s['sessions']}",
+        *_helpers(s.get("smtp_helpers", [])),
         f"queue:      {queue} (oldest {admin.format_age(s['oldest_age'])})",
         f"delivery:   {_delivery(s['delivery'])}",
     ]
@@ -250,10 +258,7 @@ def _connections(rows: list[dict[str, Any]]) -> str:
 def _breakers(rows: list[dict[str, Any]]) -> str:
     return _table(
         ("DESTINATION", "STATE", "FAILURES", "RETRY AT"),
-        [
-            (r["destination"], r["state"], r["failures"], _when(r["retry_at"]) if r["retry_at"] else None)
-            for r in rows
-        ],
+        [(r["destination"], r["state"], r["failures"], _when(r["retry_at"]) if r["retry_at"] else None) for r in rows],
         "no circuit breakers yet (none until a delivery is tried)",
     )
 

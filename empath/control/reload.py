@@ -18,6 +18,7 @@ RESTART_ONLY = (
     ("log_format",),
     ("log_file",),
     ("metrics_address",),
+    ("smtp_processes",),
     ("control", "socket"),
     ("control", "group"),
     ("queue", "max_size"),

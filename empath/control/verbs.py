@@ -14,7 +14,6 @@ from empath.control.protocol import Request
 from empath.control.queue_verbs import QueueVerbs
 from empath.control.reload import ReloadRefused
 from empath.control.server import VerbError
-from empath.log import set_level
 from empath.metrics import queue_counts
 
 if TYPE_CHECKING:
@@ -71,7 +70,8 @@ class DaemonVerbs:
             "uptime": round(now - d.started_at, 1),
             "listeners": [listening.listener.name for listening in d.server.listening],
             "accepting": d.server.accepting,
-            "sessions": len(d.server.active),
+            "sessions": len(d.server.sessions),
+            "smtp_helpers": d.helpers.describe() if d.helpers is not None else [],
             "queue": by_state,
             "oldest_age": round(max(0.0, now - first), 1) if first else 0.0,
             "delivery": {
@@ -84,20 +84,7 @@ class DaemonVerbs:
         }
 
     def connections(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        now = time.time()
-        return [
-            {
-                "client": session.client,
-                "listener": session.listening.listener.name,
-                "state": session.machine.state.value,
-                "tls": session.conn.tls_version,
-                "helo": session.machine.helo,
-                "user": session.machine.auth_user,
-                "age": round(now - session.started, 1),
-                "trace_id": session.trace_id,
-            }
-            for session in sorted(self.daemon.server.active, key=lambda s: s.started)
-        ]
+        return self.daemon.server.describe_sessions()
 
     def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         d = self.daemon
@@ -124,7 +111,7 @@ class DaemonVerbs:
             raise VerbError("the config was not reloaded; the running one stays:\n" + "\n".join(exc.problems)) from None
 
     def log_level(self, args: dict[str, Any]) -> dict[str, str]:
-        set_level(args["level"])
+        self.daemon.set_log_level(args["level"])
         return {"level": args["level"]}
 
     def domain_set(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -195,6 +195,12 @@ class Store:
         self.call(ensure_schema, self.db)
         self.call(self._clear_leases)
 
+    def attach(self) -> None:
+        """Open a queue that the daemon has opened already (an SMTP helper process): no
+        schema work, and the daemon's leases left alone."""
+        self.db = self.call(connect, self.path, self.max_size)
+        models.database_proxy.initialize(self.db)
+
     def close(self) -> None:
         if self.db is not None:
             self.call(self.db.close)

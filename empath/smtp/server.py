@@ -3,8 +3,10 @@
 import logging
 import socket
 import ssl
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.pool
@@ -21,6 +23,9 @@ from empath.smtp.machine import Policy
 from empath.smtp.relay import is_trusted
 from empath.smtp.session import Session, Shutdown
 from empath.users import Users
+
+if TYPE_CHECKING:
+    from empath.smtp.helpers import Helpers
 
 log = logging.getLogger("empath.smtp")
 
@@ -55,6 +60,7 @@ class SmtpServer:
     accepting: bool = True
     metrics: Metrics = field(default_factory=Metrics)
     plugins: Plugins = field(default_factory=Plugins)
+    helpers: "Helpers | None" = None  # the SMTP helper processes sessions are handed to, if any
 
     def __post_init__(self) -> None:
         self.tls_context = tls_context(self.config)
@@ -84,6 +90,10 @@ class SmtpServer:
             storage_available=self.storage_available,
         )
 
+    def adopt_listeners(self) -> None:
+        """The listeners' settings without their sockets: a helper process serves sessions the daemon accepted."""
+        self.listening = [Listening(self, listener, self.policy(listener)) for listener in self.config.listeners]
+
     def start(self) -> None:
         """Bind every listener; raise OSError naming the address if one cannot be bound."""
         for listener in self.config.listeners:
@@ -108,37 +118,67 @@ class SmtpServer:
     def _accept(self, listening: Listening, sock: socket.socket, address: tuple) -> None:
         """Runs in the connection's own greenlet (StreamServer spawns it)."""
         client = address[0]
-        conn = Connection(sock, self.config.timeouts.command)
-        limits = self.config.limits
-        refusal = None
-        if not self.accepting:
-            refusal = replies.SHUTTING_DOWN
-        elif len(self.sessions) >= limits.max_connections:
-            refusal = replies.TOO_MANY_CONNECTIONS
-        elif self.per_client[client] >= limits.max_connections_per_client:
-            refusal = replies.TOO_MANY_FROM_CLIENT
+        refusal = self._refusal(client)
+        name = listening.listener.name
         if refusal is not None:
             event(log, "connection_refused", level=logging.WARNING, client=client, reason=refusal.text)
+            conn = Connection(sock, self.config.timeouts.command)
             conn.send(refusal.render())
             conn.close(linger=0.5)
-            self.metrics.connections.labels(listening.listener.name, "refused").inc()
+            self.metrics.connections.labels(name, "refused").inc()
             return
-        session = Session(listening, conn, client)
         self.per_client[client] += 1
         self.sessions.add(gevent.getcurrent())
-        self.active.add(session)
-        name = listening.listener.name
         self.metrics.connections_open.labels(name).inc()
+        outcome = "error"
         try:
-            session.run()
+            helper = self.helpers.pick() if self.helpers is not None else None
+            handed = helper.serve(name, sock, client) if helper is not None else None
+            outcome = handed if handed is not None else self.run_session(listening, sock, client)
         finally:
             self.metrics.connections_open.labels(name).dec()
-            self.metrics.connections.labels(name, outcome_label(getattr(session, "outcome", "error"))).inc()
+            self.metrics.connections.labels(name, outcome_label(outcome)).inc()
             self.sessions.discard(gevent.getcurrent())
-            self.active.discard(session)
             self.per_client[client] -= 1
             if not self.per_client[client]:
                 del self.per_client[client]
+
+    def _refusal(self, client: str) -> replies.Reply | None:
+        limits = self.config.limits
+        if not self.accepting:
+            return replies.SHUTTING_DOWN
+        if len(self.sessions) >= limits.max_connections:
+            return replies.TOO_MANY_CONNECTIONS
+        if self.per_client[client] >= limits.max_connections_per_client:
+            return replies.TOO_MANY_FROM_CLIENT
+        return None
+
+    def run_session(self, listening: Listening, sock: socket.socket, client: str) -> str:
+        """Serve one accepted connection in this process; how it ended."""
+        session = Session(listening, Connection(sock, self.config.timeouts.command), client)
+        self.active.add(session)
+        try:
+            session.run()
+        finally:
+            self.active.discard(session)
+        return getattr(session, "outcome", "error")
+
+    def reconfigure(self, config: Config) -> None:
+        """Put a reloaded config in force for the sessions that start from now on."""
+        self.config = config
+        self.tls_context = tls_context(config)
+        if config.users_file != (self.users.path if self.users is not None else None):
+            self.users = Users(config.users_file) if config.users_file is not None else None
+        for listening in self.listening:
+            listening.policy = self.policy(listening.listener)
+
+    def describe_sessions(self) -> list[dict[str, Any]]:
+        """What `empathctl connections` shows of each session, oldest first, helpers' included."""
+        now = time.time()
+        rows = [describe(session, now) for session in self.active]
+        if self.helpers is not None:
+            rows += self.helpers.sessions()
+        return sorted(rows, key=lambda row: -row["age"])
 
     def stop_listening(self) -> None:
         self.accepting = False
@@ -152,6 +192,19 @@ class SmtpServer:
         if len(self.sessions):
             log.warning("ending %d session(s) still open after %gs", len(self.sessions), grace)
             self.sessions.kill(exception=Shutdown, block=True, timeout=10)
+
+
+def describe(session: Session, now: float) -> dict[str, Any]:
+    return {
+        "client": session.client,
+        "listener": session.listening.listener.name,
+        "state": session.machine.state.value,
+        "tls": session.conn.tls_version,
+        "helo": session.machine.helo,
+        "user": session.machine.auth_user,
+        "age": round(now - session.started, 1),
+        "trace_id": session.trace_id,
+    }
 
 
 def outcome_label(outcome: str) -> str:

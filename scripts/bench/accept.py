@@ -32,7 +32,12 @@ def measure_accept(args: argparse.Namespace, size: int, sessions: list[int], sce
                             )
                             assert held
                             return args.messages / took
-                        daemon = b.empath(directory / f"empath-{label}-{n}", route_to=b.free_port(), hold=True)
+                        daemon = b.empath(
+                            directory / f"empath-{label}-{n}",
+                            route_to=b.free_port(),
+                            hold=True,
+                            smtp_processes=args.smtp_processes,
+                        )
                         daemon.start()
                         try:
                             with b.profiled(daemon, args, f"{scenario}-{label}-{n}"):
@@ -54,7 +59,7 @@ def measure_accept(args: argparse.Namespace, size: int, sessions: list[int], sce
 
 
 def main() -> None:
-    parser = b.arguments(__doc__.splitlines()[0])
+    parser = b.with_smtp_processes(b.arguments(__doc__.splitlines()[0]))
     parser.add_argument("--sessions", default="1,20,100", help="comma-separated session counts (1,20,100)")
     parser.add_argument("--size", type=int, default=1024, help="message size in bytes (1024)")
     args = parser.parse_args()

@@ -10,7 +10,7 @@ from accept import measure_accept
 
 
 def main() -> None:
-    parser = b.arguments(__doc__.splitlines()[0], messages=1000)
+    parser = b.with_smtp_processes(b.arguments(__doc__.splitlines()[0], messages=1000))
     args = parser.parse_args()
     measure_accept(args, 100 * 1024, [20], "accept_large")
 

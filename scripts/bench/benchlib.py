@@ -68,6 +68,17 @@ def arguments(description: str, runs: int = 5, messages: int = 2000) -> argparse
     return parser
 
 
+def with_smtp_processes(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """For the scenarios whose figures hold for any number of processes (not CPU or RSS of one pid)."""
+    parser.add_argument(
+        "--smtp-processes",
+        type=int,
+        default=1,
+        help="Empath's [server] smtp_processes: helper processes serving SMTP sessions (1: the daemon alone)",
+    )
+    return parser
+
+
 def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -376,7 +387,7 @@ class HeldDaemon(Daemon):
         return self
 
 
-def empath(directory: Path, route_to: int, hold: bool = False, **sections: dict) -> Daemon:
+def empath(directory: Path, route_to: int, hold: bool = False, smtp_processes: int = 1, **sections: dict) -> Daemon:
     """An Empath daemon (tests/support.py's Daemon) for ``local.test``, delivering to ``route_to``.
 
     With ``hold``, nothing is delivered: delivery is paused before the load
@@ -384,7 +395,7 @@ def empath(directory: Path, route_to: int, hold: bool = False, **sections: dict)
     """
     domain: dict = {"route": [f"127.0.0.1:{route_to}"], "tls": "none"}
     config = {
-        "server": {"log_level": "info"},
+        "server": {"log_level": "info", "smtp_processes": smtp_processes},
         "relay": {"local_domains": [DOMAIN], "trusted_networks": ["127.0.0.0/8"]},
         "limits": {"max_connections": 2000, "max_connections_per_client": 2000},
         'domains."example.test"': None,

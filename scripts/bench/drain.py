@@ -13,7 +13,7 @@ import benchlib as b
 
 
 def main() -> None:
-    parser = b.arguments(__doc__.splitlines()[0], messages=20000)
+    parser = b.with_smtp_processes(b.arguments(__doc__.splitlines()[0], messages=20000))
     args = parser.parse_args()
     timeout = max(60.0, args.messages / 20)
     with b.workspace(args.keep) as directory:
@@ -37,6 +37,7 @@ def main() -> None:
             daemon = b.empath(
                 directory / f"empath-{n}",
                 route_to=sink.port,
+                smtp_processes=args.smtp_processes,
                 delivery={"retry_first": "1h", "retry_max": "4h", "breaker_failures": 10**9},
             )
             daemon.start()

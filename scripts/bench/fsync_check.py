@@ -60,11 +60,11 @@ def check(lines: list[str]) -> tuple[int, int, list[str]]:
 
 
 def main() -> None:
-    parser = b.arguments(__doc__.splitlines()[0], runs=1, messages=50)
+    parser = b.with_smtp_processes(b.arguments(__doc__.splitlines()[0], runs=1, messages=50))
     parser.add_argument("--sessions", type=int, default=1)
     args = parser.parse_args()
     with b.workspace(args.keep) as directory:
-        daemon = b.empath(directory / "empath", route_to=b.free_port(), hold=True)
+        daemon = b.empath(directory / "empath", route_to=b.free_port(), hold=True, smtp_processes=args.smtp_processes)
         daemon.write_config()
         trace = directory / "strace.txt"
         strace = ["strace", "-f", "-y", "-s", "8192", "-e", f"trace={SYSCALLS}", "-o", str(trace)]

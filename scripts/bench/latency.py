@@ -10,7 +10,7 @@ import benchlib as b
 
 
 def main() -> None:
-    parser = b.arguments(__doc__.splitlines()[0], messages=200)
+    parser = b.with_smtp_processes(b.arguments(__doc__.splitlines()[0], messages=200))
     args = parser.parse_args()
     body = b.message_body(1024)
     p50: dict[str, list[float]] = {"empath": [], "postfix": []}
@@ -31,7 +31,7 @@ def main() -> None:
             if mta == "postfix":
                 found = latencies(postfix.relay_port)
             else:
-                daemon = b.empath(directory / f"empath-{n}", route_to=sink.port)
+                daemon = b.empath(directory / f"empath-{n}", route_to=sink.port, smtp_processes=args.smtp_processes)
                 daemon.start()
                 try:
                     with b.profiled(daemon, args, f"latency-{n}"):

@@ -11,7 +11,7 @@ import benchlib as b
 
 
 def main() -> None:
-    parser = b.arguments(__doc__.splitlines()[0], messages=20000)
+    parser = b.with_smtp_processes(b.arguments(__doc__.splitlines()[0], messages=20000))
     parser.add_argument("--sessions", type=int, default=20)
     args = parser.parse_args()
     timeout = max(60.0, args.messages / 20)
@@ -25,7 +25,7 @@ def main() -> None:
                 started = b.time.monotonic()
                 b.smtp_source(postfix.relay_port, args.messages, args.sessions, 1024)
                 return sink.wait_count(base + args.messages, timeout) - started
-            daemon = b.empath(directory / f"empath-{n}", route_to=sink.port)
+            daemon = b.empath(directory / f"empath-{n}", route_to=sink.port, smtp_processes=args.smtp_processes)
             daemon.start()
             try:
                 with b.profiled(daemon, args, f"relay-{n}"):

@@ -77,6 +77,24 @@ BAD_CONFIGS = {
         "hostnme",
         "unknown key",
     ),
+    "no SMTP process": (
+        GOOD.replace('data_dir = "data"', 'data_dir = "data"\nsmtp_processes = 0'),
+        "server.smtp_processes",
+        "smtp_processes",
+        "must be at least 1",
+    ),
+    "SMTP processes by the thousand": (
+        GOOD.replace('data_dir = "data"', 'data_dir = "data"\nsmtp_processes = 1000'),
+        "server.smtp_processes",
+        "smtp_processes",
+        "must be at most 64",
+    ),
+    "SMTP processes as a string": (
+        GOOD.replace('data_dir = "data"', 'data_dir = "data"\nsmtp_processes = "2"'),
+        "server.smtp_processes",
+        "smtp_processes",
+        "must be an integer",
+    ),
     "unknown relay key (a typo)": (
         GOOD + '[relay]\ntrusted_network = ["10.0.0.0/8"]\n',
         "relay.trusted_network",
@@ -422,6 +440,7 @@ def test_minimal_config_defaults():
     assert config.limits == Limits()
     assert config.timeouts == Timeouts()
     assert config.queue == QueueSettings()
+    assert config.smtp_processes == 1
     assert config.database_path == Path("/etc/empath/data/queue.sqlite3")
 
 

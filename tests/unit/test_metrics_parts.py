@@ -240,3 +240,20 @@ def test_certificate_expiry_without_cryptography(certs, monkeypatch):
     expected = certificate_expiry(certs.cert)
     monkeypatch.setitem(sys.modules, "cryptography", None)  # the import fails: the ssl module reads it
     assert certificate_expiry(certs.cert) == expected
+
+
+def test_a_helpers_counts_are_added_once_each():
+    """An SMTP helper process reports running totals; the daemon adds only what grew since the last report."""
+    helper, daemon = Metrics(), Metrics()
+    helper.messages_received.labels("smtp").inc(3)
+    helper.received_bytes.labels("smtp").inc(3000)
+    helper.queue_in.inc(3)
+    first = daemon.add_counts(helper.session_counts(), {})
+    helper.messages_received.labels("smtp").inc()
+    helper.commands_rejected.labels("NO_RELAY").inc()
+    daemon.add_counts(helper.session_counts(), first)
+    value = daemon.registry.get_sample_value
+    assert value("empath_smtp_messages_received_total", {"listener": "smtp"}) == 4
+    assert value("empath_smtp_received_bytes_total", {"listener": "smtp"}) == 3000
+    assert value("empath_queue_messages_in_total") == 3
+    assert value("empath_smtp_commands_rejected_total", {"reason": "NO_RELAY"}) == 1

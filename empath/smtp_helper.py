@@ -1,0 +1,17 @@
+"""Entry point of an SMTP helper process: the daemon starts it as ``python -m empath.smtp_helper``."""
+
+import sys
+
+
+def main() -> int:
+    from gevent import monkey
+
+    monkey.patch_all()  # first thing, before anything imports socket or ssl
+
+    from empath.smtp.helper import main as run
+
+    return run(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
