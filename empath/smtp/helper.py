@@ -64,7 +64,14 @@ class HelperProcess:
         try:
             while True:
                 message, fd = self.channel.receive()
-                self._handle(message, fd)
+                try:
+                    self._handle(message, fd)
+                except Exception:  # a bug here must not leave the helper deaf to its daemon
+                    log.exception("SMTP helper %d could not handle a message from the daemon", self.number)
+                    if fd is not None:
+                        socket.close(fd)
+                    if message[0] == "session":
+                        self._send("ended", message[1], "error")  # the daemon stops waiting for it
         except (EOFError, OSError):
             log.warning("SMTP helper %d: the daemon is gone; stopping", self.number)
         self._stop.set()
