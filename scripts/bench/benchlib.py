@@ -447,6 +447,13 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its child processes (an Empath daemon and its SMTP helpers)."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    return [pid]
+
+
 def pss_kib(pid: int) -> int:
     """Proportional set size: shared pages split between the processes that share them."""
     with contextlib.suppress(FileNotFoundError, ProcessLookupError):

@@ -2,7 +2,8 @@
 greeted and past EHLO), and the growth of peak RSS while one 25 MB message is
 received. Empath is one process (its RSS); Postfix is many, so its figure is
 the sum of their proportional set sizes (PSS: shared pages counted once),
-which is what they cost together. Figures in MiB; ratio = Postfix / Empath
+which is what they cost together, and so is Empath's with SMTP helper
+processes (--smtp-processes). Figures in MiB; ratio = Postfix / Empath
 (> 1: Empath uses less).
 
     .venv/bin/python scripts/bench/memory.py [--runs 5] [--messages 1000] [--size-mb 25]
@@ -38,7 +39,7 @@ def read_reply(s: socket.socket) -> None:
 
 
 def main() -> None:
-    parser = b.arguments(__doc__.splitlines()[0], messages=1000)
+    parser = b.with_smtp_processes(b.arguments(__doc__.splitlines()[0], messages=1000))
     parser.add_argument("--size-mb", type=int, default=25, help="size of the large message in MB (25)")
     args = parser.parse_args()
     b.raise_fd_limit()
@@ -56,10 +57,15 @@ def main() -> None:
                 port, pids = postfix.hold_port, postfix.pids
                 size = lambda: sum(b.pss_kib(p) for p in pids())  # noqa: E731
             else:
-                daemon = b.empath(directory / f"empath-{n}", route_to=b.free_port(), hold=True)
+                daemon = b.empath(
+                    directory / f"empath-{n}", route_to=b.free_port(), hold=True, smtp_processes=args.smtp_processes
+                )
                 daemon.start()
-                port, pids = daemon.ports.smtp, lambda: [daemon.proc.pid]
-                size = lambda: b.rss_kib(daemon.proc.pid)  # noqa: E731
+                port, pids = daemon.ports.smtp, lambda: b.with_children(daemon.proc.pid)
+                if args.smtp_processes > 1:  # several processes: counted as Postfix's are
+                    size = lambda: sum(b.pss_kib(p) for p in pids())  # noqa: E731
+                else:
+                    size = lambda: b.rss_kib(daemon.proc.pid)  # noqa: E731
             try:
                 before = size()
                 opened = idle_connections(port, args.messages)
