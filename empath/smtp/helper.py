@@ -78,8 +78,15 @@ class HelperProcess:
 
     def _handle(self, message: tuple, fd: int | None) -> None:
         kind = message[0]
-        if kind == "session" and fd is not None:
+        if kind == "session":
             _, token, listener, client = message
+            if fd is None:
+                # The kernel drops a passed descriptor this process has no room for (RLIMIT_NOFILE).
+                log.error(
+                    "SMTP helper %d: a connection from %s came without its socket (out of files?)", self.number, client
+                )
+                self._send("ended", token, "error")
+                return
             gevent.spawn(self._serve, token, self.listening[listener], socket.socket(fileno=fd), client)
         elif kind == "sessions":
             self._send_sessions(message[1])
