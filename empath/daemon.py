@@ -119,9 +119,11 @@ class Daemon:
         grace = self.config.timeouts.shutdown_grace
         event(log, "stopping", grace=grace)
         self.server.stop_listening()
-        if self.helpers is not None:
-            self.helpers.stop(grace)
+        # The helpers' sessions and the daemon's own get the same grace, at the same time.
+        helpers = gevent.spawn(self.helpers.stop, grace) if self.helpers is not None else None
         self.server.drain(grace)
+        if helpers is not None:
+            helpers.join()
         self.scheduler.stop(grace)
         self.control.stop()
         # Every session and delivery is done, so nothing waits on the writer any more.

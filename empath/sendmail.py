@@ -202,7 +202,7 @@ def enqueue(config: Config, msg: NewMessage) -> None:
     db = store.connect(config.database_path, config.queue.max_size)
     try:
         store.ensure_schema(db)
-        with db.atomic():
+        with db.atomic(lock_type="IMMEDIATE"):
             store.insert(msg)
     finally:
         db.close()

@@ -109,7 +109,7 @@ def connect(path: Path, max_size: int = 0, readonly: bool = False) -> peewee.Sql
 def ensure_schema(db: peewee.SqliteDatabase) -> int:
     """Create the tables in a new file, migrate an older one, refuse a newer one."""
     models.database_proxy.initialize(db)
-    with db.atomic():
+    with db.atomic(lock_type="IMMEDIATE"):  # it reads, then writes: see Store.write_batch
         if not db.table_exists(SchemaInfo._meta.table_name):
             db.create_tables(models.MODELS)
             SchemaInfo.create(version=models.SCHEMA_VERSION)
@@ -228,7 +228,12 @@ class Store:
         outcomes: list[tuple[bool, Any]] = []
         conn = self.db.connection()
         try:
-            with self.db.atomic():
+            # IMMEDIATE: the write lock from the start. A batch that reads before it
+            # writes (a claim, a delivery's record) would otherwise hold a read snapshot,
+            # and if another process (an SMTP helper, sendmail) committed meanwhile,
+            # SQLite would refuse its first write at once ("database is locked",
+            # SQLITE_BUSY_SNAPSHOT) without waiting: nothing could make it succeed.
+            with self.db.atomic(lock_type="IMMEDIATE"):
                 for fn, args in batch:
                     # Plain SQL savepoints: peewee's name each one with a fresh uuid4,
                     # Python time per write on a thread that shares the GIL with the hub.

@@ -1,0 +1,61 @@
+"""SQLITE_BUSY_SNAPSHOT: a write refused at once because another process committed.
+
+Found by the drain benchmark with SMTP helper processes: the daemon's writes
+that read before they write (recording a delivery's result, claiming work)
+ran in a deferred transaction. When a helper committed between the read and
+the first write, SQLite refused that write at once with "database is
+locked" (no busy timeout helps: the snapshot is stale), the delivery's
+result was lost and its recipients sat leased for half an hour. Every
+write batch now begins IMMEDIATE, holding the write lock from its first
+statement; the other process waits for it instead.
+"""
+
+import sqlite3
+import time
+
+from empath.addresses import Domain, EmailAddress, ReversePath
+from empath.queue import store
+from empath.queue.models import Recipient
+from empath.queue.store import NewMessage, NewRecipient, Store
+
+
+def new_message(queue_id: str) -> NewMessage:
+    now = time.time()
+    return NewMessage(
+        queue_id=queue_id,
+        sender=ReversePath("a@sender.test"),
+        body=b"Subject: x\r\n\r\nbody\r\n",
+        recipients=[NewRecipient(EmailAddress("x@local.test"), Domain.name("local.test"))],
+        received_at=now,
+        expires_at=now + 86400,
+        client_address="127.0.0.1",
+        client_helo="client.test",
+        listener="smtp",
+        trace_id="t",
+    )
+
+
+def test_a_batch_that_reads_first_is_not_refused_when_another_process_commits(tmp_path):
+    queue = Store(tmp_path / "queue.sqlite3")
+    queue.open()
+    # Another process's connection (an SMTP helper, sendmail) that does not wait for locks.
+    other = sqlite3.connect(queue.path, timeout=0, isolation_level=None, check_same_thread=False)
+    seen = {}
+
+    def read_then_write() -> None:
+        Recipient.select().count()  # the read: a deferred transaction's snapshot starts here
+        try:
+            other.execute(store.INSERT_EVENT, ("01M87BBBBBBBBBBB", None, time.time(), "other", ""))
+            seen["other"] = "committed in between"
+        except sqlite3.OperationalError as exc:
+            seen["other"] = str(exc)
+        store.insert(new_message("01M87AAAAAAAAAAA"))
+
+    try:
+        [(ok, value)] = queue.call(queue.write_batch, [(read_then_write, ())])
+        assert ok, value
+        assert seen["other"] == "database is locked"  # it had to wait for the batch, not the other way round
+        assert queue.call(lambda: Recipient.select().count()) == 1
+    finally:
+        other.close()
+        queue.close()
