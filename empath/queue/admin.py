@@ -6,8 +6,11 @@ action commits with everyone else's writes), or in a process that opened the
 file itself (``open_readonly`` for the listings). Actions find their rows by
 queue id (message's primary key, recipient's and event's queue_id indexes) or
 by state (recipient's (state, next_attempt_at) index), run in one transaction
-(a savepoint inside the group commit), write one ``operator`` event per
-message they changed, and return how many messages they changed.
+(a savepoint inside the group commit; on their own, one that takes the
+write lock at BEGIN: they read, then write, and a deferred transaction would
+be refused at its first write if another process committed in between),
+write one ``operator`` event per message they changed, and return how many
+messages they changed.
 
 Holding: the scheduler claims only queued and deferred recipients, so a hold
 moves a message's pending recipients to ``held`` and sets ``message.held``,
@@ -340,7 +343,7 @@ def delete(queue_ids: Sequence[str] | None, now: float | None = None) -> int:
     """
     ids = _check(queue_ids)
     now = time.time() if now is None else now
-    with models.database_proxy.atomic():
+    with models.database_proxy.atomic(lock_type="IMMEDIATE"):
         gone = _messages(ids)
         for chunk in _chunks(gone):
             Message.delete().where(Message.queue_id.in_(chunk)).execute()  # body and recipients cascade
@@ -358,7 +361,7 @@ def hold(queue_ids: Sequence[str] | None, now: float | None = None) -> int:
     """
     ids = _check(queue_ids)
     now = time.time() if now is None else now
-    with models.database_proxy.atomic():
+    with models.database_proxy.atomic(lock_type="IMMEDIATE"):
         touched = _update(ids, [Recipient.state.in_(PENDING)], {"state": HELD})
         for chunk in _chunks(touched):
             Message.update(held=True).where(Message.queue_id.in_(chunk)).execute()
@@ -375,7 +378,7 @@ def release(queue_ids: Sequence[str] | None, now: float) -> int:
     """
     ids = _check(queue_ids)
     held = [Recipient.state == HELD]
-    with models.database_proxy.atomic():
+    with models.database_proxy.atomic(lock_type="IMMEDIATE"):
         touched = _update(ids, [*held, Recipient.lease_owner.is_null()], {"next_attempt_at": now})
         touched += _update(ids, [*held, Recipient.attempts > 0], {"state": DEFERRED})
         touched += _update(ids, held, {"state": QUEUED})
@@ -398,7 +401,7 @@ def retry(queue_ids: Sequence[str] | None, domain: Domain | None, now: float) ->
     where = [Recipient.state.in_(PENDING), Recipient.lease_owner.is_null(), Recipient.next_attempt_at > now]
     if domain is not None:
         where.append(Recipient.domain == domain)
-    with models.database_proxy.atomic():
+    with models.database_proxy.atomic(lock_type="IMMEDIATE"):
         touched = _update(ids, where, {"next_attempt_at": now})
         _note(touched, now, "retry now" + (f" (domain {domain})" if domain else "") + ", by the operator")
     return len(touched)
