@@ -61,9 +61,7 @@ class Daemon:
         self.server = SmtpServer(config, self.committer, metrics=self.metrics, plugins=self.plugins)
         self.helpers: Helpers | None = None
         if config.smtp_processes > 1:
-            self.helpers = self.server.helpers = Helpers(
-                config.smtp_processes, config, self.metrics, on_queued=self.scheduler.wake
-            )
+            self.helpers = self.server.helpers = Helpers(config, self.metrics, on_queued=self.scheduler.wake)
         self._watch(self.resolver)
         self.control = ControlServer(config.control_socket, config.control.group, _tokens(config), DaemonVerbs(self))
         self._stop = gevent.event.Event()

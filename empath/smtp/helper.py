@@ -18,7 +18,7 @@ import gevent.event
 
 from empath import log as logs
 from empath.config import Config
-from empath.metrics import Metrics
+from empath.metrics import Counts, Metrics
 from empath.plugins import loader as plugins_loader
 from empath.queue.store import GroupCommitter, Store
 from empath.smtp.channel import SESSION_ROWS_PER_MESSAGE, Channel
@@ -42,7 +42,7 @@ class HelperProcess:
         self.server.adopt_listeners()
         self.listening: dict[str, Listening] = {ln.listener.name: ln for ln in self.server.listening}
         self._stop = gevent.event.Event()
-        self._reported: dict = {}
+        self._reported: Counts = {}
 
     def run(self) -> None:
         self.store.attach()

@@ -29,7 +29,7 @@ import gevent.event
 
 from empath.config import Config
 from empath.log import event
-from empath.metrics import Metrics
+from empath.metrics import Counts, Metrics
 from empath.smtp.channel import Channel
 
 log = logging.getLogger("empath.smtp")
@@ -56,7 +56,7 @@ class Helper:
         self.started = time.monotonic()
         self.ready = False
         self.open: dict[int, gevent.event.AsyncResult] = {}  # sessions handed over, by token
-        self.counts: dict[tuple, float] = {}  # the helper's counters as last reported
+        self.counts: Counts = {}  # the helper's counters as last reported
         self.queries: dict[int, tuple[list, gevent.event.AsyncResult]] = {}
         self.channel.send("config", pool.config)
         self.reader = gevent.spawn(self._read)
@@ -146,12 +146,10 @@ class Helpers:
 
     def __init__(
         self,
-        count: int,
         config: Config,
         metrics: Metrics,
         on_queued: Callable[[], None],
     ):
-        self.count = count
         self.config = config
         self.metrics = metrics
         self.on_queued = on_queued
@@ -161,7 +159,7 @@ class Helpers:
         self.stopping = False
 
     def start(self) -> None:
-        self.helpers = [Helper(number, self) for number in range(1, self.count + 1)]
+        self.helpers = [Helper(number, self) for number in range(1, self.config.smtp_processes + 1)]
 
     def pick(self) -> Helper | None:
         """The ready helper serving the fewest sessions, taking turns among equals; None while none is ready."""

@@ -13,26 +13,11 @@ statement; the other process waits for it instead.
 import sqlite3
 import time
 
-from empath.addresses import Domain, EmailAddress, ReversePath
+import queue_helpers
+
 from empath.queue import store
 from empath.queue.models import Recipient
-from empath.queue.store import NewMessage, NewRecipient, Store
-
-
-def new_message(queue_id: str) -> NewMessage:
-    now = time.time()
-    return NewMessage(
-        queue_id=queue_id,
-        sender=ReversePath("a@sender.test"),
-        body=b"Subject: x\r\n\r\nbody\r\n",
-        recipients=[NewRecipient(EmailAddress("x@local.test"), Domain.name("local.test"))],
-        received_at=now,
-        expires_at=now + 86400,
-        client_address="127.0.0.1",
-        client_helo="client.test",
-        listener="smtp",
-        trace_id="t",
-    )
+from empath.queue.store import Store
 
 
 def test_a_batch_that_reads_first_is_not_refused_when_another_process_commits(tmp_path):
@@ -49,7 +34,7 @@ def test_a_batch_that_reads_first_is_not_refused_when_another_process_commits(tm
             seen["other"] = "committed in between"
         except sqlite3.OperationalError as exc:
             seen["other"] = str(exc)
-        store.insert(new_message("01M87AAAAAAAAAAA"))
+        queue_helpers.add()
 
     try:
         [(ok, value)] = queue.call(queue.write_batch, [(read_then_write, ())])
