@@ -214,12 +214,12 @@ class Scheduler:
         try:
             held = self._held_back(route, recipients)
             # Mail that a rate limit or an open breaker holds back is not sent: its body stays on disk.
-            message = self.store.call(work.load, queue_id, held is None)
+            message = self.store.read(work.load, queue_id, held is None)
             if message is None:
                 self.breakers[route.policy_key].abandon()  # no probe was made, if one was allowed
                 return  # deleted by an operator meanwhile
             results = held if held is not None else self._attempt(route, message, recipients)
-            recorded = self.writer.write(work.record, queue_id, results, self.clock(), self.notice_settings)
+            recorded = self.writer.write(work.record, queue_id, results, self.clock(), self.notice_settings, quick=True)
             self._count(route, message, results, recorded)
             for notice in recorded.notices:
                 event(log, "notice", queue_id=notice, original=queue_id, trace_id=message.trace_id)

@@ -1,10 +1,14 @@
 """Open the queue database, keep its schema current, and write new messages.
 
-Every write runs on one dedicated thread that owns the SQLite connection, so
-the gevent hub never waits for the disk and SQLite never sees two threads at
-once. Sessions hand their messages to the GroupCommitter, which writes all
-that is pending in one transaction with one fsync (``synchronous=FULL`` in
-WAL mode), then wakes every session it carried.
+One connection writes; a lock gives it to one user at a time. What blocks
+on the disk runs on the database thread, so the gevent hub never waits for
+it: BEGIN (which may wait for another process's write lock), COMMIT (the
+fsync, ``synchronous=FULL`` in WAL mode) and any write that may touch many
+rows. A quick write (a message in, a delivery's result: a few rows through
+indexes) runs on the hub between them: handing it to the thread cost more
+than the write, and the two threads' GIL hand-offs slowed both. Sessions hand
+their messages to the GroupCommitter, which writes all that is pending in
+one transaction with one fsync, then wakes every session it carried.
 """
 
 import errno
@@ -20,6 +24,7 @@ from typing import Any, TypeVar
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.threadpool
 import peewee
 
@@ -89,6 +94,15 @@ class NewMessage:
     @property
     def size(self) -> int:
         return len(self.head) + len(self.body)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write of a group commit: ``fn(*args)``. A quick one runs on the hub (see above)."""
+
+    fn: Callable[..., Any]
+    args: tuple
+    quick: bool = False
 
 
 def connect(path: Path, max_size: int = 0, readonly: bool = False) -> peewee.SqliteDatabase:
@@ -182,18 +196,24 @@ def _classify(exc: BaseException) -> QueueError:
 
 
 class Store:
-    """The daemon's handle on the queue: one connection, used from one thread."""
+    """The daemon's handle on the queue: the writing connection, its database
+    thread and the lock that gives it to one user at a time; and a second
+    connection for short reads on the hub."""
 
     def __init__(self, path: Path, max_size: int = 0):
         self.path = path
         self.max_size = max_size
         self._pool = gevent.threadpool.ThreadPool(1)
+        self._lock = gevent.lock.Semaphore()
         self.db: peewee.SqliteDatabase | None = None
+        self._reader: sqlite3.Connection | None = None
 
     def open(self) -> None:
         self.db = self.call(connect, self.path, self.max_size)
         self.call(ensure_schema, self.db)
         self.call(self._clear_leases)
+        # No busy timeout: SQLite's busy handler sleeps, which would stall the hub (see read).
+        self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
 
     def attach(self) -> None:
         """Open a queue that the daemon has opened already (an SMTP helper process): no
@@ -202,14 +222,33 @@ class Store:
         models.database_proxy.initialize(self.db)
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self.db is not None:
             self.call(self.db.close)
             self.db = None
         self._pool.kill()
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` on the database thread (see threads.call)."""
-        return threads.call(self._pool, fn, *args)
+        """Run ``fn`` on the database thread (see threads.call), once the connection is free."""
+        with self._lock:
+            return threads.call(self._pool, fn, *args)
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)``, a short read, on the hub with the read connection.
+
+        In WAL mode a read waits for nobody, except while SQLite recovers the
+        WAL after a crash; then it is run on the database thread instead,
+        whose connection waits there for its turn, off the hub.
+        """
+        assert self._reader is not None
+        try:
+            return fn(self._reader, *args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        return self.call(lambda: fn(connection(), *args))
 
     def _clear_leases(self) -> None:
         """A lease held when the last daemon stopped is void: that work is due now."""
@@ -217,54 +256,62 @@ class Store:
             Recipient.lease_owner.is_null(False)
         ).execute()
 
-    def write_batch(self, batch: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
-        """Run every write of the batch in one transaction (on the database thread).
+    def write_batch(self, batch: list[Write]) -> list[tuple[bool, Any]]:
+        """Run every write of the batch in one transaction (called on the hub).
 
-        Each write runs in a savepoint of its own, so one that fails leaves
-        the others to commit. Returns (ok, value or exception) per write.
-        Raises QueueError if the transaction as a whole did not commit.
+        BEGIN, COMMIT and the writes that are not quick run on the database
+        thread, the quick ones here. Each write runs in a savepoint of its
+        own, so one that fails leaves the others to commit. Returns (ok,
+        value or exception) per write. Raises QueueError if the transaction
+        as a whole did not commit.
         """
         assert self.db is not None
-        outcomes: list[tuple[bool, Any]] = []
-        conn = self.db.connection()
-        try:
-            # IMMEDIATE: the write lock from the start. A batch that reads before it
-            # writes (a claim, a delivery's record) would otherwise hold a read snapshot,
-            # and if another process (an SMTP helper, sendmail) committed meanwhile,
-            # SQLite would refuse its first write at once ("database is locked",
-            # SQLITE_BUSY_SNAPSHOT) without waiting: nothing could make it succeed.
-            with self.db.atomic(lock_type="IMMEDIATE"):
-                for fn, args in batch:
-                    # Plain SQL savepoints: peewee's name each one with a fresh uuid4,
-                    # Python time per write on a thread that shares the GIL with the hub.
-                    conn.execute("SAVEPOINT write")
-                    try:
-                        value = fn(*args)
-                    except Exception as exc:  # noqa: BLE001 - handed to that write's caller
-                        # SQLite itself may have rolled the whole transaction back (on
-                        # SQLITE_FULL, say): then nothing of the batch stands, and the
-                        # next statement must not run outside a transaction. Ask the
-                        # connection, not peewee, which only counts its own blocks.
-                        if not conn.in_transaction:
-                            raise
-                        conn.execute("ROLLBACK TO write")
-                        conn.execute("RELEASE write")
-                        outcomes.append((False, _classify(exc)))
-                        continue
-                    conn.execute("RELEASE write")
-                    outcomes.append((True, value))
-        except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
-            raise _classify(exc) from exc
+        # IMMEDIATE: the write lock from the start. A batch that reads before it
+        # writes (a claim, a delivery's record) would otherwise hold a read snapshot,
+        # and if another process (an SMTP helper, sendmail) committed meanwhile,
+        # SQLite would refuse its first write at once ("database is locked",
+        # SQLITE_BUSY_SNAPSHOT) without waiting: nothing could make it succeed.
+        transaction = self.db.atomic(lock_type="IMMEDIATE")
+        with self._lock:
+            try:
+                threads.call(self._pool, transaction.__enter__)
+                try:
+                    outcomes = [self._write(w) for w in batch]
+                except Exception as exc:
+                    threads.call(self._pool, transaction.__exit__, type(exc), exc, exc.__traceback__)
+                    raise
+                threads.call(self._pool, transaction.__exit__, None, None, None)
+            except (peewee.PeeweeException, sqlite3.Error, OSError) as exc:
+                raise _classify(exc) from exc
         return outcomes
+
+    def _write(self, write: Write) -> tuple[bool, Any]:
+        """One write of a batch in a savepoint of its own: (ok, value or exception)."""
+        conn = connection()
+        # Plain SQL savepoints: peewee's name each one with a fresh uuid4, Python time per write.
+        conn.execute("SAVEPOINT write")
+        try:
+            value = write.fn(*write.args) if write.quick else threads.call(self._pool, write.fn, *write.args)
+        except Exception as exc:
+            # SQLite itself may have rolled the whole transaction back (on
+            # SQLITE_FULL, say): then nothing of the batch stands, and the
+            # next statement must not run outside a transaction. Ask the
+            # connection, not peewee, which only counts its own blocks.
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO write")
+            conn.execute("RELEASE write")
+            return False, _classify(exc)
+        conn.execute("RELEASE write")
+        return True, value
 
 
 def connection() -> sqlite3.Connection:
-    """The SQLite connection the queue's models are bound to (on the database thread).
+    """The SQLite connection the queue's models are bound to (the writing one).
 
     The hot writes (a message in, a claim, a delivery's record) use it with
-    plain SQL: peewee builds each query's SQL anew, and on the database thread
-    that CPU is taken from the sessions on the hub (one GIL). Same statements,
-    same transaction.
+    plain SQL: peewee builds each query's SQL anew, CPU taken from the
+    sessions (one GIL). Same statements, same transaction.
     """
     return models.database_proxy.obj.connection()
 
@@ -336,14 +383,14 @@ def _insert_body(conn: sqlite3.Connection, queue_id: str, head: bytes, body: byt
 
 
 class GroupCommitter:
-    """Many writers, one writer thread: every write pending at once goes into
-    one transaction with one fsync, then everyone who waited is woken."""
+    """Many writers, one transaction at a time: every write pending at once goes
+    into one transaction with one fsync, then everyone who waited is woken."""
 
     def __init__(self, store: Store, timeout: float, on_commit: Callable[[], None] = lambda: None):
         self.store = store
         self.timeout = timeout
         self.on_commit = on_commit  # the scheduler's wake-up: new mail is due at once
-        self._pending: list[tuple[Callable[..., Any], tuple, gevent.event.AsyncResult]] = []
+        self._pending: list[tuple[Write, gevent.event.AsyncResult]] = []
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
 
@@ -355,11 +402,12 @@ class GroupCommitter:
             self._greenlet.kill()
             self._greenlet = None
 
-    def write(self, fn: Callable[..., T], *args: Any) -> T:
+    def write(self, fn: Callable[..., T], *args: Any, quick: bool = False) -> T:
         """Run ``fn(*args)`` in the next group commit; return its value once it is
-        durable. Raises QueueError if it is not."""
+        durable. Raises QueueError if it is not. ``quick``: it touches a few rows
+        through indexes, and runs on the hub (see the module's doc)."""
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
-        self._pending.append((fn, args, result))
+        self._pending.append((Write(fn, args, quick), result))
         self._wake.set()
         try:
             return result.get(timeout=self.timeout)
@@ -368,7 +416,9 @@ class GroupCommitter:
 
     def enqueue(self, msg: NewMessage) -> None:
         """Return once ``msg`` is durably committed; raise QueueError if it is not."""
-        self.write(insert, msg)
+        # A large body is written on the database thread: SQLite copies it out to
+        # the WAL file as its page cache fills, and that disk time stays off the hub.
+        self.write(insert, msg, quick=msg.size <= STREAM_BODY_OVER)
 
     def _run(self) -> None:
         while True:
@@ -379,25 +429,25 @@ class GroupCommitter:
                 continue
             started = time.monotonic()
             try:
-                outcomes = self.store.call(self.store.write_batch, [(fn, args) for fn, args, _ in batch])
+                outcomes = self.store.write_batch([write for write, _ in batch])
             except QueueError as exc:
                 log.error("queue write of %d item(s) failed: %s", len(batch), exc)
-                for _, _, result in batch:
+                for _, result in batch:
                     result.set_exception(exc)
                 continue
             except Exception as exc:  # a bug must fail these writers, not stop the writer
                 log.exception("queue write of %d item(s) failed unexpectedly", len(batch))
-                for _, _, result in batch:
+                for _, result in batch:
                     result.set_exception(QueueError(f"internal error: {exc}"))
                 continue
-            messages = sum(1 for fn, _, _ in batch if fn is insert)
+            messages = sum(1 for write, _ in batch if write.fn is insert)
             log.debug(
                 "committed %d message(s) and %d other write(s) in %.1f ms",
                 messages,
                 len(batch) - messages,
                 (time.monotonic() - started) * 1000,
             )
-            for (_, _, result), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, result), (ok, value) in zip(batch, outcomes, strict=True):
                 if ok:
                     result.set(value)
                 else:

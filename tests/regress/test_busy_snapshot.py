@@ -37,7 +37,7 @@ def test_a_batch_that_reads_first_is_not_refused_when_another_process_commits(tm
         queue_helpers.add()
 
     try:
-        [(ok, value)] = queue.call(queue.write_batch, [(read_then_write, ())])
+        [(ok, value)] = queue.write_batch([store.Write(read_then_write, ())])
         assert ok, value
         assert seen["other"] == "database is locked"  # it had to wait for the batch, not the other way round
         assert queue.call(lambda: Recipient.select().count()) == 1

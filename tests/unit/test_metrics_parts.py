@@ -123,7 +123,7 @@ def test_queue_collector(tmp_path):
             listener="smtp@127.0.0.1:25",
             trace_id="t",
         )
-        queue.write_batch([(store.insert, (message,))])
+        queue.write_batch([store.Write(store.insert, (message,))])
         got = samples(QueueCollector(queue, tmp_path))
     finally:
         queue.close()

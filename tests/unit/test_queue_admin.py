@@ -304,7 +304,7 @@ def test_delete_during_a_delivery(db):
     queue_id = add()
     [claimed] = work.claim(NOW, "owner", 300, 10)
     assert admin.delete([queue_id], NOW) == 1
-    assert work.load(queue_id) is None  # a worker that had not loaded it yet gives up
+    assert work.load(db.connection(), queue_id) is None  # a worker that had not loaded it yet gives up
     # One that had: its outcome finds nothing to record, and says so without failing.
     delivered = work.Result(claimed.recipient_id, DELIVERED, "250 ok", "2.0.0", "mx")
     assert work.record(queue_id, [delivered], NOW + 1, SETTINGS) == work.Recorded([])

@@ -39,7 +39,7 @@ def test_a_body_reads_back_byte_for_byte(db, size):
     body = os.urandom(size)
     with db.atomic():
         store.insert(message("Q000000000000001", body))
-    loaded = work.load("Q000000000000001")
+    loaded = work.load(db.connection(), "Q000000000000001")
     assert loaded is not None and loaded.body == body
     assert db.execute_sql("SELECT size FROM message").fetchone()[0] == size
     assert db.execute_sql("SELECT dsn_notify, dsn_orcpt, state FROM recipient").fetchone() == (
@@ -58,7 +58,7 @@ def test_the_head_is_stored_in_front_of_a_body_taken_as_it_is(db, size):
     entry.head = head
     with db.atomic():
         store.insert(entry)
-    loaded = work.load("Q000000000000003")
+    loaded = work.load(db.connection(), "Q000000000000003")
     assert loaded is not None and loaded.body == head + body
     assert db.execute_sql("SELECT size FROM message").fetchone()[0] == len(head) + size == entry.size
 
@@ -68,7 +68,7 @@ def test_a_write_that_fails_leaves_the_rest_of_its_batch_to_commit(tmp_path):
     queue.open()
     try:
         first, second = message("Q000000000000004", b"one\r\n"), message("Q000000000000005", b"two\r\n")
-        outcomes = queue.call(queue.write_batch, [(store.insert, (m,)) for m in (first, first, second)])
+        outcomes = queue.write_batch([store.Write(store.insert, (m,), quick=True) for m in (first, first, second)])
         assert [ok for ok, _ in outcomes] == [True, False, True]
         assert isinstance(outcomes[1][1], store.QueueError)
         assert queue.db.execute_sql("SELECT queue_id FROM message ORDER BY queue_id").fetchall() == [
@@ -83,9 +83,9 @@ def test_a_write_that_fails_leaves_the_rest_of_its_batch_to_commit(tmp_path):
 def test_envelope_only_load_leaves_the_body_out(db):
     with db.atomic():
         store.insert(message("Q000000000000002", b"Subject: x\r\n\r\nbody\r\n"))
-    loaded = work.load("Q000000000000002", body=False)
+    loaded = work.load(db.connection(), "Q000000000000002", body=False)
     assert loaded is not None and loaded.body == b"" and loaded.sender == "a@b.test"
-    assert work.load("Q000000000000009") is None
+    assert work.load(db.connection(), "Q000000000000009") is None
 
 
 def test_a_streamed_body_too_big_for_the_queue_is_storage_full_and_leaves_nothing(tmp_path):
@@ -95,7 +95,7 @@ def test_a_streamed_body_too_big_for_the_queue_is_storage_full_and_leaves_nothin
     try:
         # SQLite rolls the whole transaction back on SQLITE_FULL: the batch fails as one.
         with pytest.raises(store.StorageFull):
-            queue.write_batch([(store.insert, (message("Q000000000000003", os.urandom(3 * BODY_PIECE)),))])
+            queue.write_batch([store.Write(store.insert, (message("Q000000000000003", os.urandom(3 * BODY_PIECE)),))])
         assert queue.db.execute_sql("SELECT count(*) FROM message").fetchone()[0] == 0
         assert queue.db.execute_sql("SELECT count(*) FROM body").fetchone()[0] == 0
     finally:

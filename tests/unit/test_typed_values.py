@@ -137,13 +137,13 @@ def test_queue_reads_come_back_typed(db):
     [claimed] = work.claim(NOW, "me", 60, 10)
     assert type(claimed.address) is EmailAddress and type(claimed.domain) is Domain
     assert claimed.address.domain == claimed.domain == "one.test"
-    loaded = work.load(queue_id)
+    loaded = work.load(db.connection(), queue_id)
     assert loaded is not None and type(loaded.sender) is EmailAddress and loaded.sender == "Boss@corp.test"
 
 
 def test_queue_reads_the_null_sender_as_itself(db):
     queue_id = add(sender="")
-    loaded = work.load(queue_id)
+    loaded = work.load(db.connection(), queue_id)
     assert loaded is not None and loaded.sender is NULL_SENDER
 
 

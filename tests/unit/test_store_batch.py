@@ -1,0 +1,74 @@
+"""Where a group commit's work runs: BEGIN, COMMIT and the writes that may
+take long on the database thread, quick writes on the calling (hub) thread,
+and nothing else on the connection while a batch is open. Short reads run
+on the hub with a connection of their own, or on the database thread when
+SQLite is busy."""
+
+import sqlite3
+import threading
+
+import gevent
+import pytest
+import queue_helpers
+
+from empath.queue import store, work
+from empath.queue.store import Store, Write
+
+
+@pytest.fixture
+def queue(tmp_path):
+    opened = Store(tmp_path / "queue.sqlite3")
+    opened.open()
+    yield opened
+    opened.close()
+
+
+def test_quick_writes_run_here_and_the_rest_on_the_database_thread(queue):
+    ran_on = {}
+
+    def write(name: str) -> str:
+        ran_on[name] = threading.get_ident()
+        return queue_helpers.add()
+
+    outcomes = queue.write_batch([Write(write, ("quick",), quick=True), Write(write, ("bulk",))])
+    assert [ok for ok, _ in outcomes] == [True, True]
+    database_thread = queue.call(threading.get_ident)
+    assert ran_on == {"quick": threading.get_ident(), "bulk": database_thread}
+    assert database_thread != threading.get_ident()
+    assert queue.call(lambda: store.connection().execute("SELECT count(*) FROM message").fetchone()[0]) == 2
+
+
+def test_nothing_else_uses_the_connection_while_a_batch_is_open(queue):
+    # Spawned first, so it asks for the database thread while the batch waits for its BEGIN.
+    other = gevent.spawn(queue.call, lambda: store.connection().in_transaction)
+    queue.write_batch([Write(queue_helpers.add, (), quick=True)])
+    assert other.get(timeout=10) is False  # it ran after the COMMIT, not inside the batch
+
+
+def test_a_read_runs_here_with_its_own_connection(queue):
+    [(ok, queue_id)] = queue.write_batch([Write(queue_helpers.add, (), quick=True)])
+    seen = []
+
+    def load(conn: sqlite3.Connection, queue_id: str) -> work.Loaded | None:
+        seen.append((conn, threading.get_ident()))
+        return work.load(conn, queue_id)
+
+    loaded = queue.read(load, queue_id)
+    assert ok and loaded is not None and loaded.body == b"Subject: x\r\n\r\nhello\r\n"
+    [(conn, thread)] = seen
+    assert thread == threading.get_ident() and conn is not queue.call(store.connection)
+
+
+def test_a_read_that_finds_sqlite_busy_runs_on_the_database_thread(queue):
+    threads = []
+
+    def read(conn: sqlite3.Connection) -> int:
+        threads.append(threading.get_ident())
+        if len(threads) == 1:
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # as SQLite sets it, here set by hand
+            raise busy
+        return conn.execute("SELECT count(*) FROM message").fetchone()[0]
+
+    assert queue.read(read) == 0
+    assert threads == [threading.get_ident(), queue.call(threading.get_ident)]
