@@ -56,11 +56,15 @@ def set_level(name: str) -> None:
     logging.getLogger().setLevel(level)
 
 
+# A value with one of these is quoted (JSON string syntax), so the line still splits on spaces.
+_QUOTE = re.compile(r'[ "=\\]')
+
+
 def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    if text == "" or any(ch in text for ch in ' "=\\') or not text.isprintable():
+    if text == "" or _QUOTE.search(text) or not text.isprintable():
         return json.dumps(text, ensure_ascii=False)
     return text
 

@@ -302,6 +302,17 @@ def test_long_lines_are_split_not_lost(body):
     assert bytes(r.body).replace(b"\r\n", b"") == b"".join(wire.lines(body))
 
 
+@SETTINGS
+@given(
+    body_bytes
+    | st.lists(st.sampled_from([b".", b"x" * 996, b"x", b"\r\n", b"\n", b"\r", b"\r\n."]), max_size=8).map(b"".join)
+)
+def test_the_quick_encoding_of_a_clean_body_is_the_line_by_line_one(body):
+    # Half the bodies made clean (CRLF line ends), as received bodies are, so the quick path runs.
+    for each in (body, crlf_normalised(body)):
+        assert wire.encode(each) == wire._by_lines(each)
+
+
 # -- the DATA reader ends only on CRLF.CRLF ----------------------------------------
 
 tricky_line = st.sampled_from(
