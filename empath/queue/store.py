@@ -246,7 +246,7 @@ class Store:
         try:
             return fn(self._reader, *args)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
                 raise
         return self.call(lambda: fn(connection(), *args))
 
@@ -393,13 +393,19 @@ class GroupCommitter:
         self._pending: list[tuple[Write, gevent.event.AsyncResult]] = []
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
+        """Commit what is pending, then stop. Not a kill: a batch stopped between
+        its BEGIN and COMMIT would leave its transaction open and the queue unclosable."""
         if self._greenlet is not None:
-            self._greenlet.kill()
+            self._stopping = True
+            self._wake.set()
+            self._greenlet.join()
             self._greenlet = None
 
     def write(self, fn: Callable[..., T], *args: Any, quick: bool = False) -> T:
@@ -425,35 +431,39 @@ class GroupCommitter:
             self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            started = time.monotonic()
-            try:
-                outcomes = self.store.write_batch([write for write, _ in batch])
-            except QueueError as exc:
-                log.error("queue write of %d item(s) failed: %s", len(batch), exc)
-                for _, result in batch:
-                    result.set_exception(exc)
-                continue
-            except Exception as exc:  # a bug must fail these writers, not stop the writer
-                log.exception("queue write of %d item(s) failed unexpectedly", len(batch))
-                for _, result in batch:
-                    result.set_exception(QueueError(f"internal error: {exc}"))
-                continue
-            messages = sum(1 for write, _ in batch if write.fn is insert)
-            log.debug(
-                "committed %d message(s) and %d other write(s) in %.1f ms",
-                messages,
-                len(batch) - messages,
-                (time.monotonic() - started) * 1000,
-            )
-            for (_, result), (ok, value) in zip(batch, outcomes, strict=True):
-                if ok:
-                    result.set(value)
-                else:
-                    result.set_exception(value)
-            if messages:
-                # Only new mail wakes the scheduler: its own writes (claim, record)
-                # come through here too, and waking it for those made it claim,
-                # commit and wake itself again in a loop that never slept.
-                self.on_commit()
+            if batch:
+                self._commit(batch)
+            if self._stopping and not self._pending:
+                return
+
+    def _commit(self, batch: list[tuple[Write, gevent.event.AsyncResult]]) -> None:
+        started = time.monotonic()
+        try:
+            outcomes = self.store.write_batch([write for write, _ in batch])
+        except QueueError as exc:
+            log.error("queue write of %d item(s) failed: %s", len(batch), exc)
+            for _, result in batch:
+                result.set_exception(exc)
+            return
+        except Exception as exc:  # a bug must fail these writers, not stop the writer
+            log.exception("queue write of %d item(s) failed unexpectedly", len(batch))
+            for _, result in batch:
+                result.set_exception(QueueError(f"internal error: {exc}"))
+            return
+        messages = sum(1 for write, _ in batch if write.fn is insert)
+        log.debug(
+            "committed %d message(s) and %d other write(s) in %.1f ms",
+            messages,
+            len(batch) - messages,
+            (time.monotonic() - started) * 1000,
+        )
+        for (_, result), (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                result.set(value)
+            else:
+                result.set_exception(value)
+        if messages:
+            # Only new mail wakes the scheduler: its own writes (claim, record)
+            # come through here too, and waking it for those made it claim,
+            # commit and wake itself again in a loop that never slept.
+            self.on_commit()

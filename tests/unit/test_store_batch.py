@@ -12,7 +12,7 @@ import pytest
 import queue_helpers
 
 from empath.queue import store, work
-from empath.queue.store import Store, Write
+from empath.queue.store import GroupCommitter, Store, Write
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def queue(tmp_path):
     opened = Store(tmp_path / "queue.sqlite3")
     opened.open()
     yield opened
-    opened.close()
+    opened.close()  # a second close does nothing
 
 
 def test_quick_writes_run_here_and_the_rest_on_the_database_thread(queue):
@@ -72,3 +72,22 @@ def test_a_read_that_finds_sqlite_busy_runs_on_the_database_thread(queue):
 
     assert queue.read(read) == 0
     assert threads == [threading.get_ident(), queue.call(threading.get_ident)]
+
+
+def test_stopping_the_committer_mid_batch_commits_it_and_leaves_the_queue_closable(queue):
+    committer = GroupCommitter(queue, timeout=30)
+    committer.start()
+    # Another process holds the write lock: the batch waits for its BEGIN on the database thread.
+    other = sqlite3.connect(queue.path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = gevent.spawn(committer.write, queue_helpers.add, quick=True)
+    gevent.sleep(0)  # the writer queues its write; the committer starts the batch
+    stopping = gevent.spawn(committer.stop)
+    gevent.sleep(0)
+    other.execute("COMMIT")
+    other.close()
+    stopping.get(timeout=10)
+    queue_id = writer.get(timeout=10)  # committed, not abandoned
+    assert queue.db.transaction_depth() == 0
+    assert queue.read(work.load, queue_id) is not None
+    queue.close()  # a batch killed after its BEGIN made this fail: "transaction is open"

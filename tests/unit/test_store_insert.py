@@ -88,14 +88,17 @@ def test_envelope_only_load_leaves_the_body_out(db):
     assert work.load(db.connection(), "Q000000000000009") is None
 
 
-def test_a_streamed_body_too_big_for_the_queue_is_storage_full_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("quick", [False, True], ids=["on the database thread", "on the hub"])
+def test_a_streamed_body_too_big_for_the_queue_is_storage_full_and_leaves_nothing(tmp_path, quick):
     queue = store.Store(tmp_path / "queue.sqlite3", max_size=STREAM_BODY_OVER)
     queue.db = store.connect(queue.path, queue.max_size)
     store.ensure_schema(queue.db)
     try:
         # SQLite rolls the whole transaction back on SQLITE_FULL: the batch fails as one.
         with pytest.raises(store.StorageFull):
-            queue.write_batch([store.Write(store.insert, (message("Q000000000000003", os.urandom(3 * BODY_PIECE)),))])
+            big = message("Q000000000000003", os.urandom(3 * BODY_PIECE))
+            queue.write_batch([store.Write(store.insert, (big,), quick)])
+        assert queue.db.transaction_depth() == 0
         assert queue.db.execute_sql("SELECT count(*) FROM message").fetchone()[0] == 0
         assert queue.db.execute_sql("SELECT count(*) FROM body").fetchone()[0] == 0
     finally:
