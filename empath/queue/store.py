@@ -396,7 +396,6 @@ class GroupCommitter:
         self._stopping = False
 
     def start(self) -> None:
-        self._stopping = False
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:

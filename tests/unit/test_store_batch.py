@@ -1,6 +1,6 @@
-"""Where a group commit's work runs: BEGIN, COMMIT and the writes that may
-take long on the database thread, quick writes on the calling (hub) thread,
-and nothing else on the connection while a batch is open. Short reads run
+"""Where a group commit's writes run: quick ones on the calling (hub) thread,
+the rest on the database thread, and nothing else on the connection while a
+batch is open; stopping the committer lets its batch commit. Short reads run
 on the hub with a connection of their own, or on the database thread when
 SQLite is busy."""
 

@@ -93,10 +93,10 @@ def test_a_streamed_body_too_big_for_the_queue_is_storage_full_and_leaves_nothin
     queue = store.Store(tmp_path / "queue.sqlite3", max_size=STREAM_BODY_OVER)
     queue.db = store.connect(queue.path, queue.max_size)
     store.ensure_schema(queue.db)
+    big = message("Q000000000000003", os.urandom(3 * BODY_PIECE))
     try:
         # SQLite rolls the whole transaction back on SQLITE_FULL: the batch fails as one.
         with pytest.raises(store.StorageFull):
-            big = message("Q000000000000003", os.urandom(3 * BODY_PIECE))
             queue.write_batch([store.Write(store.insert, (big,), quick)])
         assert queue.db.transaction_depth() == 0
         assert queue.db.execute_sql("SELECT count(*) FROM message").fetchone()[0] == 0
