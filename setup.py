@@ -30,11 +30,11 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "empath = empath.cli:main",
-            "empathctl = empath.ctl:main",
+            "empath = empath.cmd.empath:main",
+            "empathctl = empath.cmd.empathctl:main",
             # As /usr/sbin/sendmail and /usr/bin/mailq for local programs (docs/local-mail.md).
-            "sendmail = empath.sendmail:main",
-            "mailq = empath.mailq:main",
+            "sendmail = empath.cmd.sendmail:main",
+            "mailq = empath.cmd.mailq:main",
         ],
         # The plug-ins Empath ships, by name for [[plugins]] call = "..." (docs/plugins.md).
         "empath.plugins": [

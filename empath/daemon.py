@@ -25,7 +25,7 @@ from empath.log import audit, event, set_level
 from empath.metrics import Metrics
 from empath.plugins import loader as plugins_loader
 from empath.queue.store import GroupCommitter, Store, lock_data_dir
-from empath.smtp.helpers import Helpers
+from empath.smtp.procs.pool import Helpers
 from empath.smtp.server import SmtpServer
 
 log = logging.getLogger("empath")

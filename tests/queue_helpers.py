@@ -4,7 +4,8 @@ readers and actions (tests/unit/test_queue_admin.py, test_top.py)."""
 import pytest
 
 from empath.addresses import EmailAddress, ReversePath
-from empath.queue import ids, store, work
+from empath.queue import claims as work
+from empath.queue import ids, store
 from empath.queue.store import NewMessage, NewRecipient
 
 NOW = 1_800_000_000.0

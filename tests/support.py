@@ -134,7 +134,7 @@ class Daemon:
         self.write_config()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "empath.cli", "--config", str(self.config_path)],
+            [sys.executable, "-m", "empath.cmd.empath", "--config", str(self.config_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=ROOT,
@@ -192,7 +192,7 @@ class Daemon:
             [
                 sys.executable,
                 "-m",
-                "empath.ctl",
+                "empath.cmd.empathctl",
                 "--config",
                 str(self.write_config()),
                 "user",

@@ -16,7 +16,6 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
-from empath import dkim
 from empath.addresses import AddressError, Domain
 from empath.config import values
 from empath.config.model import (
@@ -37,6 +36,7 @@ from empath.config.model import (
     Timeouts,
 )
 from empath.control.settings import control_problems
+from empath.message import dkim
 from empath.plugins import loader as plugins_loader
 from empath.plugins.api import HOOKS
 

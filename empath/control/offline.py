@@ -18,7 +18,8 @@ from typing import Any
 
 import peewee
 
-from empath import log, top
+from empath import log
+from empath.cmd import top
 from empath.config import Config
 from empath.control import audit
 from empath.control.client import ControlError

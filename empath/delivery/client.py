@@ -14,7 +14,7 @@ import ssl
 from dataclasses import dataclass
 
 from empath.addresses import EmailAddress, ReversePath
-from empath.delivery import wire
+from empath.smtp import wire
 from empath.smtp.commands import xtext_encode
 from empath.smtp.connection import send_all
 

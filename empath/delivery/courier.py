@@ -24,7 +24,7 @@ from empath.delivery.routing import Route
 from empath.plugins import runner
 from empath.plugins.api import Context
 from empath.plugins.loader import Plugins
-from empath.queue.work import Claimed, Loaded
+from empath.queue.claims import Claimed, Loaded
 
 # The steps before a transaction: failing one says nothing about the message.
 CONNECTION_STEPS = ("connect", "greeting", "EHLO", "HELO", "STARTTLS", "AUTH")

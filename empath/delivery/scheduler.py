@@ -27,10 +27,10 @@ from empath.delivery.retry import Schedule
 from empath.delivery.routing import SMARTHOST, Destination, NextHopId, Route, route_for
 from empath.log import event, reply_code
 from empath.metrics import Metrics
-from empath.queue import work
+from empath.queue import claims as work
+from empath.queue.claims import RETRY, Claimed, Loaded, NoticeSettings, Result
 from empath.queue.models import BOUNCED, DEFERRED, DELIVERED
 from empath.queue.store import GroupCommitter, Store
-from empath.queue.work import RETRY, Claimed, Loaded, NoticeSettings, Result
 
 log = logging.getLogger("empath.delivery")
 

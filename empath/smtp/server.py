@@ -25,7 +25,7 @@ from empath.smtp.session import Session, Shutdown
 from empath.users import Users
 
 if TYPE_CHECKING:
-    from empath.smtp.helpers import Helpers
+    from empath.smtp.procs.pool import Helpers
 
 log = logging.getLogger("empath.smtp")
 

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from empath import submit, threads
+from empath import threads
 from empath.log import audit, event
+from empath.message import stamp, submit
 from empath.plugins.api import Context, apply_headers, parse_headers
 from empath.plugins.runner import PASS, Verdict
 from empath.queue import ids
 from empath.queue.store import QueueError, StorageFull
-from empath.smtp import replies, stamp
+from empath.smtp import replies
 from empath.smtp.commands import MailArgs
 from empath.smtp.connection import Connection, ConnectionClosed
 from empath.smtp.data import DataReader

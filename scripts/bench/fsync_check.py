@@ -69,7 +69,7 @@ def main() -> None:
         trace = directory / "strace.txt"
         strace = ["strace", "-f", "-y", "-s", "8192", "-e", f"trace={SYSCALLS}", "-o", str(trace)]
         traced = subprocess.Popen(
-            [*strace, sys.executable, "-m", "empath.cli", "--config", str(daemon.config_path)],
+            [*strace, sys.executable, "-m", "empath.cmd.empath", "--config", str(daemon.config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=b.ROOT,

@@ -1,5 +1,5 @@
 """Scenario 7: queue scale. Time to claim the next 100 due recipients
-(empath.queue.work.claim, in a transaction, as the scheduler does; its
+(empath.queue.claims.claim, in a transaction, as the scheduler does; its
 commit, an fsync whatever the size, is reported apart) with 1k,
 100k and 1M recipient rows queued in a generated database. Postfix has no
 counterpart; the figure to watch is ratio = time at the largest size / time
@@ -15,7 +15,8 @@ import time
 
 import benchlib as b
 
-from empath.queue import store, work
+from empath.queue import claims as work
+from empath.queue import store
 from empath.queue.models import DEFERRED, QUEUED
 
 RECIPIENTS_PER_MESSAGE = 4

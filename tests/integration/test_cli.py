@@ -9,7 +9,7 @@ from support import ROOT
 
 def empath(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "empath.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+        [sys.executable, "-m", "empath.cmd.empath", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
     )
 
 

@@ -21,7 +21,7 @@ BODY = b"From: Alice <alice@local.test>\r\nTo: bob@remote.test\r\nSubject: signe
 def keygen(daemon, selector: str, algorithm: str) -> str:
     """Make a key for local.test; the TXT record's value as the zone file gives it."""
     result = subprocess.run(
-        [sys.executable, "-m", "empath.ctl", "--config", str(daemon.config_path), "dkim", "keygen"]
+        [sys.executable, "-m", "empath.cmd.empathctl", "--config", str(daemon.config_path), "dkim", "keygen"]
         + ["local.test", selector, "--algorithm", algorithm, "--directory", str(daemon.directory / "dkim")],
         capture_output=True,
         text=True,
@@ -99,7 +99,7 @@ def test_mail_from_strangers_is_not_signed_and_a_bad_key_stops_the_start(make_da
 
     (daemon.directory / "dkim" / "local.test.rsa.key").chmod(0o644)
     check = subprocess.run(
-        [sys.executable, "-m", "empath.cli", "--config", str(daemon.config_path), "--check"],
+        [sys.executable, "-m", "empath.cmd.empath", "--config", str(daemon.config_path), "--check"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -121,7 +121,7 @@ def test_a_key_gone_after_the_start_leaves_mail_queued_unsigned_and_said_so(make
         assert client.sendmail("alice@local.test", ["bob@remote.test"], BODY) == {}  # accepted all the same
     env = dict(os.environ, EMPATH_CONFIG=str(daemon.config_path))
     local = subprocess.run(
-        [sys.executable, "-m", "empath.sendmail", "ops@remote.test"],
+        [sys.executable, "-m", "empath.cmd.sendmail", "ops@remote.test"],
         input=BODY,
         capture_output=True,
         env=env,

@@ -33,12 +33,12 @@ def test_cron_mail_with_the_daemon_stopped_is_queued_then_delivered(make_daemon)
     with Peer("127.0.0.11") as peer:
         daemon = routed_to(make_daemon, peer)
         daemon.write_config()
-        result = run("empath.sendmail", daemon, "-t", "-i", "-F", "Cron Daemon", stdin=CRON_MAIL)
+        result = run("empath.cmd.sendmail", daemon, "-t", "-i", "-F", "Cron Daemon", stdin=CRON_MAIL)
         assert result.returncode == 0, result.stderr
         [(queue_id, sender)] = daemon.messages()
         assert sorted(daemon.recipients(queue_id)) == ["boss@remote.test", "ops@remote.test"]
 
-        listing = run("empath.mailq", daemon)
+        listing = run("empath.cmd.mailq", daemon)
         assert listing.returncode == 0 and queue_id in listing.stdout.decode()
         assert "ops@remote.test" in listing.stdout.decode()
 
@@ -52,24 +52,24 @@ def test_cron_mail_with_the_daemon_stopped_is_queued_then_delivered(make_daemon)
         assert b"From: Cron Daemon <" in transaction.data and b"Message-ID: <" in transaction.data
         assert not peer.violations
         wait_for(lambda: daemon.messages() == [], what="the queue to empty")
-        assert run("empath.mailq", daemon).stdout == b"Mail queue is empty\n"
+        assert run("empath.cmd.mailq", daemon).stdout == b"Mail queue is empty\n"
 
 
 def test_sendmail_nudges_a_running_daemon_and_q_retries_now(make_daemon):
     with Peer("127.0.0.11") as peer:
         daemon = routed_to(make_daemon, peer).start()
-        result = run("empath.sendmail", daemon, "ops@remote.test", stdin=b"Subject: one\n\nhello\n")
+        result = run("empath.cmd.sendmail", daemon, "ops@remote.test", stdin=b"Subject: one\n\nhello\n")
         assert result.returncode == 0, result.stderr
         peer.wait_for_transactions(1, timeout=10)  # the nudge, not the once-a-minute look
 
         peer.final_reply = "451 4.3.0 try later"
-        assert run("empath.sendmail", daemon, "ops@remote.test", stdin=b"Subject: two\n\nhello\n").returncode == 0
+        assert run("empath.cmd.sendmail", daemon, "ops@remote.test", stdin=b"Subject: two\n\nhello\n").returncode == 0
         wait_for(lambda: daemon.query("SELECT state FROM recipient") == [("deferred",)], what="the deferral")
-        listing = run("empath.mailq", daemon).stdout.decode()
+        listing = run("empath.cmd.mailq", daemon).stdout.decode()
         assert "(451 4.3.0 try later)" in listing
 
         peer.final_reply = "250 2.0.0 ok"
-        assert run("empath.sendmail", daemon, "-q").returncode == 0
+        assert run("empath.cmd.sendmail", daemon, "-q").returncode == 0
         wait_for(lambda: daemon.messages() == [], what="the retry to deliver")
         assert len(peer.delivered) == 2
 
@@ -77,12 +77,12 @@ def test_sendmail_nudges_a_running_daemon_and_q_retries_now(make_daemon):
 def test_sendmail_errors_are_one_line_with_sysexits_codes(make_daemon, tmp_path):
     daemon = make_daemon()
     daemon.write_config()
-    no_rcpt = run("empath.sendmail", daemon, stdin=b"Subject: x\n\n")
+    no_rcpt = run("empath.cmd.sendmail", daemon, stdin=b"Subject: x\n\n")
     assert no_rcpt.returncode == 64 and no_rcpt.stderr.count(b"\n") == 1 and b"no recipients" in no_rcpt.stderr
-    bad = run("empath.sendmail", daemon, "bad@@x", stdin=b"Subject: x\n\n")
+    bad = run("empath.cmd.sendmail", daemon, "bad@@x", stdin=b"Subject: x\n\n")
     assert bad.returncode == 67 and b"Traceback" not in bad.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "empath.sendmail", "-C", str(tmp_path / "none.toml"), "a@b.test"],
+        [sys.executable, "-m", "empath.cmd.sendmail", "-C", str(tmp_path / "none.toml"), "a@b.test"],
         input=b"x\n",
         capture_output=True,
         cwd=ROOT,
@@ -114,7 +114,7 @@ def test_bs_pipelined_dialogue_queues_each_message_before_its_250(make_daemon):
         + b"Subject: two\r\n\r\nbody\r\n.\r\n"
         + b"QUIT\r\n"
     )
-    result = run("empath.sendmail", daemon, "-bs", stdin=script)
+    result = run("empath.cmd.sendmail", daemon, "-bs", stdin=script)
     assert result.returncode == 0, result.stderr
     assert bs_replies(result.stdout) == [
         "220 mx.te",
@@ -154,7 +154,7 @@ def test_bs_input_ending_inside_data_loses_nothing_that_got_250(make_daemon):
         + b"MAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
         + b"Subject: cut\r\n\r\nthe first half"
     )
-    result = run("empath.sendmail", daemon, "-bs", stdin=script)
+    result = run("empath.cmd.sendmail", daemon, "-bs", stdin=script)
     assert result.returncode == 76 and b"not queued" in result.stderr and b"Traceback" not in result.stderr
     assert bs_replies(result.stdout)[-2:] == ["250 2.1.5", "354 End d"]
     [(queue_id, _)] = daemon.messages()
@@ -172,7 +172,7 @@ def test_bs_refuses_bare_lf_and_too_long_lines_as_the_listeners_do(make_daemon):
         + b"MAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
         + b"Subject: smuggled\r\n\r\nbody\n.\r\nMAIL FROM:<evil@x.test>\r\n.\r\n"
     )
-    result = run("empath.sendmail", daemon, "-bs", stdin=script)
+    result = run("empath.cmd.sendmail", daemon, "-bs", stdin=script)
     codes = bs_replies(result.stdout)
     assert codes[1].startswith("500") and codes[3].startswith("500")  # bare LF, line too long
     assert codes[-1].startswith("5") and result.returncode == 0  # the bare LF in DATA closes, as on a socket
@@ -182,7 +182,7 @@ def test_bs_refuses_bare_lf_and_too_long_lines_as_the_listeners_do(make_daemon):
 def test_swaks_through_a_pipe_with_the_daemon_running(make_daemon):
     with Peer("127.0.0.11") as peer:
         daemon = routed_to(make_daemon, peer).start()
-        command = f"{sys.executable} -m empath.sendmail -C {daemon.config_path} -bs"
+        command = f"{sys.executable} -m empath.cmd.sendmail -C {daemon.config_path} -bs"
         swaks = subprocess.run(
             ["swaks", "--pipe", command, "--pipeline", "--from", "app@local.test", "--to", "ops@remote.test"],
             capture_output=True,
@@ -202,7 +202,7 @@ def test_bs_times_out_a_silent_client_and_answers_451_when_the_queue_cannot_take
     daemon.write_config()
     env = dict(os.environ, EMPATH_CONFIG=str(daemon.config_path))
     silent = subprocess.Popen(
-        [sys.executable, "-m", "empath.sendmail", "-bs"],
+        [sys.executable, "-m", "empath.cmd.sendmail", "-bs"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -222,6 +222,6 @@ def test_bs_times_out_a_silent_client_and_answers_451_when_the_queue_cannot_take
     broken = make_daemon(server={"data_dir": str(blocked)})
     broken.write_config()
     script = b"HELO app.local\r\nMAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nDATA\r\n"
-    result = run("empath.sendmail", broken, "-bs", stdin=script + BS_MESSAGE % b"x" + b"QUIT\r\n")
+    result = run("empath.cmd.sendmail", broken, "-bs", stdin=script + BS_MESSAGE % b"x" + b"QUIT\r\n")
     assert bs_replies(result.stdout)[-2:] == ["451 4.3.0", "221 2.0.0"] and result.returncode == 0
     assert b"sendmail: cannot queue the message in " in result.stderr and b"Traceback" not in result.stderr

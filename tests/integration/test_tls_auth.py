@@ -31,7 +31,7 @@ def queued_id(message: bytes) -> str:
 
 def ctl(daemon, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "empath.ctl", "--config", str(daemon.config_path), *args],
+        [sys.executable, "-m", "empath.cmd.empathctl", "--config", str(daemon.config_path), *args],
         input=None if password is None else password + "\n",
         capture_output=True,
         text=True,

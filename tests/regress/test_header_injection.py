@@ -19,8 +19,8 @@ was accepted.
 import pytest
 
 from empath import addresses
+from empath.cmd.sendmail import UsageError, parse_args
 from empath.plugins import api
-from empath.sendmail import UsageError, parse_args
 
 
 @pytest.mark.parametrize("name", ["Eve\r\nBcc: victim@x.test", "Eve\nX-Injected: 1", "Eve\x00"])

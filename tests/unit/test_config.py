@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from empath import cli
 from empath.addresses import Domain
+from empath.cmd import empath as cli
 from empath.config import ConfigError, Limits, QueueSettings, Timeouts, check_files, load, values
 from empath.config.load import DEFAULT_TRUSTED, key_lines, validate
 

@@ -10,9 +10,10 @@ import dkim as dkimpy
 import pytest
 import tomlkit
 
-from empath import dkim, dkim_cli, submit
+from empath.cmd import dkim as dkim_cli
 from empath.config.load import ConfigError, check_files, validate
 from empath.config.model import DkimKey
+from empath.message import dkim, submit
 from empath.queue.store import NewRecipient
 
 MESSAGE = (

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from empath.delivery.dsn import DsnRecipient, Report, render, subject
+from empath.message.dsn import DsnRecipient, Report, render, subject
 
 ARRIVAL = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 +0000
 ATTEMPT = 1_700_000_100.0  # Tue, 14 Nov 2023 22:15:00 +0000

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from empath.config.load import validate
-from empath.sendmail import (
+from empath.cmd.sendmail import (
     Options,
     UsageError,
     build,
@@ -17,6 +16,7 @@ from empath.sendmail import (
     read_message,
     remove_bcc,
 )
+from empath.config.load import validate
 
 
 def config():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from empath import cli
+from empath.cmd import empath as cli
 from empath.config import ConfigError, check_files
 from empath.config.load import validate
 from empath.plugins import blocklist, tagger

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from empath import cli
+from empath.cmd import empath as cli
 from empath.plugins.api import Accept, Context, Reject, parse_headers
 from empath.plugins.loader import load
 

@@ -16,9 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from empath import addresses
 from empath.config.model import Limits
-from empath.delivery import wire
 from empath.delivery.retry import Schedule
-from empath.smtp import replies
+from empath.smtp import replies, wire
 from empath.smtp.commands import (
     MailArgs,
     RcptArgs,

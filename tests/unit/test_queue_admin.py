@@ -10,7 +10,8 @@ import queue_helpers
 from queue_helpers import NOW, SETTINGS, add
 
 from empath.addresses import Domain
-from empath.queue import admin, ids, work
+from empath.queue import admin, ids
+from empath.queue import claims as work
 from empath.queue.admin import QueueFilter
 from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, HELD, QUEUED, Event, Message, Recipient
 

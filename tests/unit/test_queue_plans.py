@@ -12,7 +12,8 @@ import pytest
 
 from empath.addresses import EmailAddress
 from empath.metrics import queue_counts
-from empath.queue import store, work
+from empath.queue import claims as work
+from empath.queue import store
 from empath.queue.store import NewMessage, NewRecipient
 
 

@@ -9,7 +9,7 @@ import socket
 
 import gevent.event
 
-from empath.smtp.helper import HelperProcess
+from empath.smtp.procs.child import HelperProcess
 
 
 class FakeChannel:

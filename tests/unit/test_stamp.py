@@ -4,7 +4,7 @@ import email.utils
 
 import pytest
 
-from empath.smtp.stamp import header_names, protocol, received, submission_headers, trace_from
+from empath.message.stamp import header_names, protocol, received, submission_headers, trace_from
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 

@@ -11,7 +11,8 @@ import gevent
 import pytest
 import queue_helpers
 
-from empath.queue import store, work
+from empath.queue import claims as work
+from empath.queue import store
 from empath.queue.store import GroupCommitter, Store, Write
 
 

@@ -7,7 +7,8 @@ import time
 import pytest
 import queue_helpers
 
-from empath.queue import store, work
+from empath.queue import claims as work
+from empath.queue import store
 from empath.queue.store import BODY_PIECE, STREAM_BODY_OVER, NewMessage, NewRecipient
 
 db = queue_helpers.db  # the fixture: a new queue database

@@ -7,9 +7,9 @@ import queue_helpers
 from queue_helpers import NOW, SETTINGS, add
 from rich.console import Console
 
-from empath.queue import work
+from empath.cmd.top import Backlog, Finished, Snapshot, first_event_since, render, snapshot
+from empath.queue import claims as work
 from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, HELD, QUEUED, Event
-from empath.top import Backlog, Finished, Snapshot, first_event_since, render, snapshot
 
 db = queue_helpers.db  # the fixture: a new queue database
 

@@ -14,7 +14,7 @@ from queue_helpers import NOW, add
 
 from empath.addresses import NULL_SENDER, AddressError, Domain, EmailAddress, NeedsSMTPUTF8, ReversePath, parse_path
 from empath.delivery.routing import NEXT_HOP_SMARTHOST, NextHopId
-from empath.queue import work
+from empath.queue import claims as work
 
 ROOT = Path(__file__).resolve().parents[2]
 db = queue_helpers.db  # the fixture: a new queue database

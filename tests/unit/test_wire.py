@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from empath.delivery.wire import MAX_LINE, encode, lines
 from empath.smtp.data import DataReader
+from empath.smtp.wire import MAX_LINE, encode, lines
 
 
 def unstuff(wire: bytes) -> bytes:

@@ -10,11 +10,10 @@ DKIM key files; the callers store the result and log what signing came to.
 import email.utils
 from dataclasses import dataclass
 
-from empath import dkim
 from empath.addresses import ReversePath
 from empath.config import Config
+from empath.message import dkim, stamp
 from empath.queue.store import NewMessage, NewRecipient
-from empath.smtp import stamp
 from empath.smtp.machine import Envelope as Transaction
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from empath.addresses import EmailAddress
-from empath.smtp.stamp import header_section
+from empath.message.stamp import header_section
 
 ACTIONS = ("failed", "delayed", "delivered", "relayed")
 MAX_LINE = 998  # RFC 5322 §2.1.1, octets before the CRLF

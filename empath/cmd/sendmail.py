@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from empath import addresses, dkim, mailq, submit
+from empath import addresses
+from empath.cmd import mailq
 from empath.config import Config, ConfigError, load, local_config_path
-from empath.delivery import wire
+from empath.message import dkim, submit
 from empath.queue import ids, store
 from empath.queue.store import NewMessage, NewRecipient, QueueError
+from empath.smtp import wire
 
 # sysexits.h
 EX_OK = 0
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return mailq.show(config)
     if opts.mode == "smtp":
         # Imported here: only -bs needs gevent and the SMTP machine.
-        from empath import stdio_smtp
+        from empath.smtp import stdio as stdio_smtp
 
         return stdio_smtp.serve(config, getpass.getuser())
     if opts.mode == "flush":

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from empath.addresses import NULL_SENDER, Domain, EmailAddress, ReversePath
-from empath.delivery import dsn, notices
+from empath.delivery import notices
+from empath.message import dsn
 from empath.queue import ids, models, store
 from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, HELD, PENDING, Recipient
 from empath.queue.store import NewMessage, NewRecipient, insert

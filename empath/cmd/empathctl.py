@@ -5,8 +5,11 @@ import argparse
 import getpass
 import sys
 
-from empath import backup_cli, dkim_cli, top, users
 from empath import config as config_module
+from empath import users
+from empath.cmd import backup as backup_cli
+from empath.cmd import dkim as dkim_cli
+from empath.cmd import top
 from empath.control import cli as control_cli
 
 

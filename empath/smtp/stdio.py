@@ -23,10 +23,10 @@ from typing import cast
 import gevent
 from gevent import select
 
-from empath import submit
+from empath.cmd.sendmail import EX_OK, EX_PROTOCOL, EX_SOFTWARE, EX_TEMPFAIL, enqueue, nudge, warn_unsigned
 from empath.config import Config
+from empath.message import submit
 from empath.queue import ids
-from empath.sendmail import EX_OK, EX_PROTOCOL, EX_SOFTWARE, EX_TEMPFAIL, enqueue, nudge, warn_unsigned
 from empath.smtp import replies
 from empath.smtp.connection import Connection, ConnectionClosed
 from empath.smtp.data import DataReader

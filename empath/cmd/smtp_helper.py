@@ -1,4 +1,4 @@
-"""Entry point of an SMTP helper process: the daemon starts it as ``python -m empath.smtp_helper``."""
+"""Entry point of an SMTP helper process: the daemon starts it as ``python -m empath.cmd.smtp_helper``."""
 
 import sys
 
@@ -8,7 +8,7 @@ def main() -> int:
 
     monkey.patch_all()  # first thing, before anything imports socket or ssl
 
-    from empath.smtp.helper import main as run
+    from empath.smtp.procs.child import main as run
 
     return run(sys.argv[1:])
 

@@ -30,7 +30,7 @@ import gevent.event
 from empath.config import Config
 from empath.log import event
 from empath.metrics import Counts, Metrics
-from empath.smtp.channel import Channel
+from empath.smtp.procs.channel import Channel
 
 log = logging.getLogger("empath.smtp")
 
@@ -49,7 +49,7 @@ class Helper:
         self.pool = pool
         self.channel, theirs = Channel.pair()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "empath.smtp_helper", str(theirs.fileno()), str(number)],
+            [sys.executable, "-m", "empath.cmd.smtp_helper", str(theirs.fileno()), str(number)],
             pass_fds=[theirs.fileno()],
         )
         theirs.close()

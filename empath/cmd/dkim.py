@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from empath import config as config_module
-from empath import dkim
 from empath.addresses import AddressError, Domain
 from empath.config.model import DKIM_ALGORITHMS
+from empath.message import dkim
 
 VERBS = ("dkim",)
 

@@ -21,7 +21,7 @@ from empath.config import Config
 from empath.metrics import Counts, Metrics
 from empath.plugins import loader as plugins_loader
 from empath.queue.store import GroupCommitter, Store
-from empath.smtp.channel import SESSION_ROWS_PER_MESSAGE, Channel
+from empath.smtp.procs.channel import SESSION_ROWS_PER_MESSAGE, Channel
 from empath.smtp.server import Listening, SmtpServer, describe
 
 log = logging.getLogger("empath.smtp")

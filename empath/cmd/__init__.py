@@ -1,0 +1,1 @@
+"""Every command: empath, empathctl, sendmail, mailq, and the SMTP helper process."""
