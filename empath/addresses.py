@@ -17,7 +17,8 @@ MAX_PATH = 256
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
 _ATOM_ASCII = re.compile(rf"[{_ATEXT}]+")
 _ATOM_UTF8 = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+")
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# One DNS label (letters, digits, inner hyphens), for domains and DKIM selectors alike.
+DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 class AddressError(ValueError):
@@ -268,7 +269,7 @@ def parse_domain(text: str, utf8: bool = False) -> str:
     if len(text) > MAX_DOMAIN:
         raise AddressError("domain longer than 255 octets")
     labels = text.split(".")
-    if not all(_LABEL.fullmatch(label) for label in labels):
+    if not all(DNS_LABEL.fullmatch(label) for label in labels):
         raise AddressError("bad domain")
     return text.lower()
 

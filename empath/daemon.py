@@ -11,9 +11,10 @@ import gevent.event
 
 from empath import __version__
 from empath import config as config_module
-from empath.config import Config
-from empath.config.load import read_password
+from empath.config import Config, reader
+from empath.config.files import read_password
 from empath.control import reload as reloading
+from empath.control import settings as control_settings
 from empath.control import sockfile, tokens
 from empath.control.server import ControlServer
 from empath.control.verbs import DaemonVerbs
@@ -22,13 +23,28 @@ from empath.delivery.courier import Courier
 from empath.delivery.dns import Resolver
 from empath.delivery.scheduler import Scheduler
 from empath.log import audit, event, set_level
+from empath.message import dkim
 from empath.metrics import Metrics
 from empath.plugins import loader as plugins_loader
-from empath.queue.store import GroupCommitter, Store, lock_data_dir
+from empath.queue import stats
+from empath.queue.database import lock_data_dir
+from empath.queue.store import Queue
 from empath.smtp.procs.pool import Helpers
 from empath.smtp.server import SmtpServer
 
 log = logging.getLogger("empath")
+
+
+def check(config: Config) -> list[str]:
+    """What stops ``config`` from running, found on this system: the files it names
+    load, the plug-ins import, the DKIM keys sign, the control group and tokens exist.
+    ``empath --check`` and every reload run it."""
+    return [
+        *reader.located(config.path, plugins_loader.problems(config)),
+        *config_module.check_files(config),
+        *control_settings.problems(config.control),
+        *reader.located(config.path, dkim.problems(config.dkim)),
+    ]
 
 
 def _credentials(config: Config) -> tuple[str, str] | None:
@@ -49,16 +65,15 @@ class Daemon:
         self.started_at = time.time()
         self.restart_needed: list[str] = []  # settings a reload changed that wait for a restart
         d = config.delivery
-        self.store = Store(config.database_path, config.queue.max_size)
+        self.queue = Queue(config.database_path, config.queue.max_size, config.queue.commit_timeout)
         self.pool = ConnectionPool(d.idle_time, d.max_messages_per_connection)
         self.resolver = Resolver(d.nameservers, d.dns_timeout)
         self.plugins = plugins_loader.load(config)
         courier = Courier(config, self.resolver, self.pool, _credentials(config), self.plugins)
-        self.committer = GroupCommitter(self.store, config.queue.commit_timeout)
         self.metrics = Metrics()
-        self.scheduler = Scheduler(config, self.store, self.committer, courier, metrics=self.metrics)
-        self.committer.on_commit = self.scheduler.wake
-        self.server = SmtpServer(config, self.committer, metrics=self.metrics, plugins=self.plugins)
+        self.scheduler = Scheduler(config, self.queue, courier, metrics=self.metrics)
+        self.queue.on_commit = self.scheduler.wake
+        self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins)
         self.helpers: Helpers | None = None
         if config.smtp_processes > 1:
             self.helpers = self.server.helpers = Helpers(config, self.metrics, on_queued=self.scheduler.wake)
@@ -73,10 +88,10 @@ class Daemon:
             self.control.bind()
         except sockfile.SocketFileError as exc:
             raise OSError(str(exc)) from None
-        self.store.open()
+        self.queue.open()
         if self.config.metrics_address is not None:
             self.metrics.serve(*self.config.metrics_address)
-        self.committer.start()
+        self.queue.start()
         if self.helpers is not None:
             self.helpers.start()  # after the queue is open: they attach to it
         self.server.start()
@@ -88,9 +103,10 @@ class Daemon:
     def _watch(self, resolver: Resolver) -> None:
         """What the metrics read when scraped."""
         config, m = self.config, self.metrics
-        m.watch_queue(self.store, config.data_dir)
+        queue = self.queue
+        m.watch_queue(lambda: queue.call(stats.counts) if queue.is_open else None, queue.path, config.data_dir)
         destinations = (*config.domains, "smarthost") if config.smarthost is not None else tuple(config.domains)
-        m.watch_delivery(resolver, self.pool, self.scheduler.breakers, destinations, self.scheduler.clock)
+        m.watch_delivery(resolver.stats, self.pool.stats, self.scheduler.open_breakers, destinations)
         m.count_greenlets(self.server.sessions, self.scheduler.workers)
         m.watch_certificate(config.tls_certificate)
 
@@ -124,11 +140,11 @@ class Daemon:
             helpers.join()
         self.scheduler.stop(grace)
         self.control.stop()
-        # Every session and delivery is done, so nothing waits on the writer any more.
-        self.committer.stop()
+        # Every session and delivery is done, so nothing waits on the group commit any more.
+        self.queue.stop()
         self.pool.close_all()
         self.metrics.stop()
-        self.store.close()
+        self.queue.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -146,7 +162,7 @@ class Daemon:
         path = self.config.path
         try:
             new = config_module.load(path)
-            problems = config_module.check_files(new)
+            problems = check(new)
             if problems:
                 raise config_module.ConfigError(problems)
         except config_module.ConfigError as exc:
@@ -163,7 +179,7 @@ class Daemon:
         self.server.reconfigure(config)
         if self.helpers is not None:
             self.helpers.reconfigure(config)
-        self.committer.timeout = config.queue.commit_timeout
+        self.queue.timeout = config.queue.commit_timeout
         self.scheduler.courier = Courier(config, self.resolver, self.pool, _credentials(config), self.plugins)
         self.scheduler.reconfigure(config)
         self.control.tokens = _tokens(config)

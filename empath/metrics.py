@@ -3,7 +3,8 @@
 The edges (sessions, the server, the scheduler) count events as they happen.
 What the daemon already keeps (the queue, DNS and connection-pool counters,
 circuit breakers) is read when Prometheus scrapes, by the collectors below,
-so the modules that decide stay free of this one.
+through the functions and mappings the daemon hands them: this module knows
+no other part of Empath, and the modules that decide stay free of it.
 
 Ratios (success rate, cache hit rate) are left to recording rules.
 """
@@ -11,11 +12,10 @@ Ratios (success rate, cache hit rate) are left to recording rules.
 import logging
 import os
 import socket
-import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gevent.pywsgi import WSGIServer
 from prometheus_client import (
@@ -31,16 +31,6 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from empath import __version__
-from empath.delivery.limits import CLOSED
-from empath.queue import models
-from empath.queue.models import Message, Recipient
-
-if TYPE_CHECKING:
-    from empath.delivery.connections import ConnectionPool
-    from empath.delivery.dns import Resolver
-    from empath.delivery.limits import Breaker
-    from empath.delivery.routing import Destination
-    from empath.queue.store import Store
 
 log = logging.getLogger("empath")
 
@@ -48,6 +38,9 @@ log = logging.getLogger("empath")
 # which serves them (smtp/helpers.py). Connections are counted by the daemon itself.
 SESSION_COUNTERS = ("commands_rejected", "messages_received", "received_bytes", "tls_handshakes", "auth", "queue_in")
 Counts = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+# What the queue holds: recipients by state and the oldest message's receipt time
+# (queue/stats.py); None while the queue is not open.
+QueueCounts = tuple[Mapping[str, int], float | None]
 # Connection outcomes (label values of empath_smtp_connections_total).
 OUTCOMES = ("closed", "client_hung_up", "timeout", "shutdown", "error", "refused")
 # Resolver.stats keys counted as failures, by kind.
@@ -174,18 +167,17 @@ class Metrics:
     def watch(self, collector: Any) -> None:
         self.registry.register(collector)
 
-    def watch_queue(self, store: "Store", data_dir: Path) -> None:
-        self.watch(QueueCollector(store, data_dir))
+    def watch_queue(self, counts: Callable[[], QueueCounts | None], database: Path, data_dir: Path) -> None:
+        self.watch(QueueCollector(counts, database, data_dir))
 
     def watch_delivery(
         self,
-        resolver: "Resolver",
-        pool: "ConnectionPool",
-        breakers: dict["Destination", "Breaker"],
+        dns: Mapping[str, int],
+        pool: Mapping[str, int],
+        open_breakers: Callable[[], Iterable[str]],
         destinations: Iterable[str],
-        clock: Callable[[], float],
     ) -> None:
-        self.watch(DeliveryCollector(resolver, pool, breakers, tuple(destinations), clock))
+        self.watch(DeliveryCollector(dns, pool, open_breakers, tuple(destinations)))
 
     def listener(self, name: str) -> None:
         """Start a listener's series at 0."""
@@ -261,8 +253,9 @@ class Metrics:
 class QueueCollector:
     """Recipients by state, the oldest message's age and the files' sizes, read per scrape."""
 
-    def __init__(self, store: "Store", data_dir: Path):
-        self.store = store
+    def __init__(self, counts: Callable[[], QueueCounts | None], database: Path, data_dir: Path):
+        self.counts = counts
+        self.database = database
         self.data_dir = data_dir
 
     def collect(self) -> Iterator[Metric]:
@@ -271,19 +264,18 @@ class QueueCollector:
             "empath_queue_oldest_message_age_seconds", "Age of the oldest message in the queue (0 when empty)"
         )
         counted = None
-        if self.store.db is not None:
-            try:
-                counted = self.store.call(queue_counts)
-            except Exception:  # noqa: BLE001 - a scrape must never break the daemon
-                log.warning("metrics: cannot read the queue", exc_info=True)
+        try:
+            counted = self.counts()
+        except Exception:  # noqa: BLE001 - a scrape must never break the daemon
+            log.warning("metrics: cannot read the queue", exc_info=True)
         if counted is not None:
             by_state, first = counted
-            for state in models.STATES:
-                recipients.add_metric([state], by_state.get(state, 0))
+            for state, count in by_state.items():
+                recipients.add_metric([state], count)
             oldest.add_metric([], max(0.0, time.time() - first) if first else 0.0)
             yield recipients
             yield oldest
-        path = self.store.path
+        path = self.database
         yield GaugeMetricFamily("empath_queue_database_bytes", "Size of the queue database file", _size(path))
         wal = path.with_name(path.name + "-wal")
         yield GaugeMetricFamily("empath_queue_wal_bytes", "Size of the queue's write-ahead log", _size(wal))
@@ -298,17 +290,6 @@ class QueueCollector:
         )
 
 
-def queue_counts() -> tuple[dict[str, int], float | None]:
-    """Recipients per state and the oldest receipt time; on the database thread.
-
-    One count per state (a range of the (state, next_attempt_at) index) and the
-    minimum of message.received_at (its own index): no table scans.
-    """
-    by_state = {state: Recipient.select().where(Recipient.state == state).count() for state in models.STATES}
-    first = Message.select(models.peewee.fn.MIN(Message.received_at)).scalar()
-    return by_state, first
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -321,44 +302,40 @@ class DeliveryCollector:
 
     def __init__(
         self,
-        resolver: "Resolver",
-        pool: "ConnectionPool",
-        breakers: dict["Destination", "Breaker"],
+        dns: Mapping[str, int],
+        pool: Mapping[str, int],
+        open_breakers: Callable[[], Iterable[str]],
         destinations: tuple[str, ...],
-        clock: Callable[[], float],
     ):
-        self.resolver = resolver
-        self.pool = pool
-        self.breakers = breakers
+        self.dns = dns  # the resolver's counters
+        self.pool = pool  # the connection pool's counters
+        self.open_breakers = open_breakers
         self.destinations = destinations  # the configured ones: each has a label value of its own
-        self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.resolver.stats
-        yield CounterMetricFamily("empath_dns_lookups", "DNS lookups asked for", stats["lookup"])
-        yield CounterMetricFamily("empath_dns_cache_hits", "DNS lookups answered from the cache", stats["cache_hit"])
+        stats = self.dns
+        yield CounterMetricFamily("empath_dns_lookups", "DNS lookups asked for", stats.get("lookup", 0))
         yield CounterMetricFamily(
-            "empath_dns_cache_misses", "DNS lookups that went to a nameserver", stats["cache_miss"]
+            "empath_dns_cache_hits", "DNS lookups answered from the cache", stats.get("cache_hit", 0)
+        )
+        yield CounterMetricFamily(
+            "empath_dns_cache_misses", "DNS lookups that went to a nameserver", stats.get("cache_miss", 0)
         )
         failures = CounterMetricFamily("empath_dns_failures", "DNS queries that failed, by kind", labels=["kind"])
         for kind in DNS_FAILURES:
-            failures.add_metric([kind], stats[kind])
+            failures.add_metric([kind], stats.get(kind, 0))
         yield failures
 
         reuse = CounterMetricFamily(
             "empath_delivery_connection_reuse", "Outbound connections taken from the idle pool", labels=["result"]
         )
-        reuse.add_metric(["hit"], self.pool.stats["reuse_hit"])
-        reuse.add_metric(["miss"], self.pool.stats["reuse_miss"])
-        reuse.add_metric(["stale"], self.pool.stats["reuse_stale"])
+        for result in ("hit", "miss", "stale"):
+            reuse.add_metric([result], self.pool.get(f"reuse_{result}", 0))
         yield reuse
 
-        now = self.clock()
         open_by = dict.fromkeys((*self.destinations, "other"), 0)
-        for key, breaker in list(self.breakers.items()):
-            label: str = key if key in open_by else "other"
-            if breaker.state(now) != CLOSED:
-                open_by[label] += 1
+        for key in self.open_breakers():
+            open_by[key if key in open_by else "other"] += 1
         breakers = GaugeMetricFamily(
             "empath_delivery_breaker_open",
             "Circuit breakers open or half-open (1) by destination; other: the sum for unconfigured domains",
@@ -371,17 +348,12 @@ class DeliveryCollector:
 
 def certificate_expiry(path: Path) -> float | None:
     """The notAfter of the first certificate in a PEM file, as UNIX time."""
-    try:
-        from cryptography import x509
+    # Imported here: sendmail -bs runs a session, which counts into Metrics, and
+    # needs no certificate; cryptography costs a start a few hundredths of a second.
+    from cryptography import x509
 
+    try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
-        return cert.not_valid_after_utc.timestamp()
-    except ImportError:
-        pass
     except (OSError, ValueError):
         return None
-    try:
-        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]  # noqa: SLF001
-        return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
-    except (OSError, ssl.SSLError, KeyError, ValueError, AttributeError):
-        return None
+    return cert.not_valid_after_utc.timestamp()

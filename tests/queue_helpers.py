@@ -1,30 +1,33 @@
 """Messages put straight into a queue database for the tests of the queue's
-readers and actions (tests/unit/test_queue_admin.py, test_top.py)."""
+readers and actions (tests/unit/queue/, tests/unit/cmd/test_top.py)."""
 
 import pytest
 
 from empath.addresses import EmailAddress, ReversePath
-from empath.queue import claims as work
-from empath.queue import ids, store
-from empath.queue.store import NewMessage, NewRecipient
+from empath.delivery.results import NoticeSettings
+from empath.queue import database, ids
+from empath.queue.insert import NewMessage, NewRecipient, insert
+from empath.queue.models import Recipient
+from empath.queue.states import State
 
 NOW = 1_800_000_000.0
-SETTINGS = work.NoticeSettings("mx.test", EmailAddress("postmaster@mx.test"), 14400, 5 * 86400)
+SETTINGS = NoticeSettings("mx.test", EmailAddress("postmaster@mx.test"), 14400, 5 * 86400)
 
 
 @pytest.fixture
 def db(tmp_path):
-    """A new queue database in tmp_path, the models bound to it."""
-    database = store.connect(tmp_path / "queue.sqlite3")
-    store.ensure_schema(database)
-    yield database
-    database.close()
+    """A new queue database in tmp_path."""
+    opened = database.connect(tmp_path / "queue.sqlite3")
+    database.ensure_schema(opened)
+    yield opened
+    opened.close()
 
 
-def add(sender="a@b.test", rcpts=("r@one.test",), age=0.0, body=b"Subject: x\r\n\r\nhello\r\n") -> str:
-    """Queue a message received ``age`` seconds before NOW (the models must be bound); its queue id."""
+def add(db, sender="a@b.test", rcpts=("r@one.test",), age=0.0, body=b"Subject: x\r\n\r\nhello\r\n") -> str:
+    """Queue a message received ``age`` seconds before NOW; its queue id."""
     queue_id = ids.new_id(NOW - age)
-    store.insert(
+    insert(
+        db,
         NewMessage(
             queue_id=queue_id,
             sender=ReversePath(sender),
@@ -37,6 +40,13 @@ def add(sender="a@b.test", rcpts=("r@one.test",), age=0.0, body=b"Subject: x\r\n
             listener="smtp",
             trace_id="trace-1",
             events=[("received", "from client.test")],
-        )
+        ),
     )
     return queue_id
+
+
+def defer(db, queue_id, address, reply="451 4.3.0 try later", due=NOW + 3600):
+    """Make one recipient deferred, as after a first attempt."""
+    Recipient.update(
+        state=State.DEFERRED, attempts=1, last_reply=reply, last_status="4.3.0", next_attempt_at=due
+    ).where(Recipient.message == queue_id, Recipient.address == address).execute(db)

@@ -5,7 +5,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from empath import config as config_module
+from empath.config import Config
 from empath.queue import backup
 
 VERBS = ("backup", "restore")
@@ -27,7 +27,7 @@ def add_verbs(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     )
 
 
-def command(args: argparse.Namespace, config: config_module.Config) -> int:
+def command(args: argparse.Namespace, config: Config) -> int:
     """Run the verb; every failure is one line on stderr and exit code 1."""
     try:
         if args.verb == "backup":

@@ -5,8 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from empath import config as config_module
 from empath.addresses import AddressError, Domain
+from empath.config import Config, values
 from empath.config.model import DKIM_ALGORITHMS
 from empath.message import dkim
 
@@ -26,14 +26,16 @@ def add_verbs(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     )
 
 
-def command(args: argparse.Namespace, config: config_module.Config) -> int:
+def command(args: argparse.Namespace, config: Config) -> int:
     """Write DIRECTORY/DOMAIN.SELECTOR.key (mode 0600, never over an existing file); every failure is one line."""
     try:
         domain = Domain.name(args.domain.rstrip("."))
     except AddressError as exc:
         print(f"empathctl: dkim keygen: {args.domain!r} is not a domain name: {exc}", file=sys.stderr)
         return 1
-    if not dkim.valid_selector(args.selector):
+    try:
+        values.selector(args.selector)
+    except ValueError:
         print(
             f"empathctl: dkim keygen: {args.selector!r} is not a selector (DNS labels joined by dots)", file=sys.stderr
         )

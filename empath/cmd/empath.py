@@ -16,16 +16,11 @@ def main(argv: list[str] | None = None) -> int:
 
         monkey.patch_all()
 
-    from empath import config as config_module
+    from empath import daemon
+    from empath.cmd.config import loaded
 
-    try:
-        config = config_module.load(args.config)
-        problems = config_module.check_files(config)
-        if problems:
-            raise config_module.ConfigError(problems)
-    except config_module.ConfigError as exc:
-        for problem in exc.problems:
-            print(f"empath: {problem}", file=sys.stderr)
+    config = loaded("empath", args.config, daemon.check)
+    if config is None:
         return 1
     if args.check:
         print(f"empath: {config.path} is valid")
@@ -36,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config) -> int:
     from empath import log
     from empath.daemon import Daemon
-    from empath.queue.store import QueueError
+    from empath.queue.database import QueueError
 
     log.setup(config.log_level, config.log_format, config.log_file)
     daemon = Daemon(config)

@@ -27,10 +27,12 @@ from email.policy import compat32
 
 from empath import addresses
 from empath.cmd import mailq
-from empath.config import Config, ConfigError, load, local_config_path
+from empath.cmd.config import loaded, local_path
+from empath.config import Config
 from empath.message import dkim, submit
-from empath.queue import ids, store
-from empath.queue.store import NewMessage, NewRecipient, QueueError
+from empath.queue import database, ids
+from empath.queue.database import QueueError
+from empath.queue.insert import NewMessage, NewRecipient, insert_alone
 from empath.smtp import wire
 
 # sysexits.h
@@ -200,19 +202,12 @@ def warn_unsigned(signing: dkim.Signing) -> None:
 
 
 def enqueue(config: Config, msg: NewMessage) -> None:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = store.connect(config.database_path, config.queue.max_size)
-    try:
-        store.ensure_schema(db)
-        with db.atomic(lock_type="IMMEDIATE"):
-            store.insert(msg)
-    finally:
-        db.close()
+    insert_alone(config.database_path, msg, config.queue.max_size)
 
 
 def daemon_pid(config: Config) -> int | None:
     """The running daemon's pid, from its data directory lock, or None."""
-    return store.lock_holder(config.data_dir)
+    return database.lock_holder(config.data_dir)
 
 
 def nudge(config: Config, sig: signal.Signals) -> bool:
@@ -232,11 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_USAGE
-    try:
-        config = load(local_config_path(opts.config))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"sendmail: {problem}", file=sys.stderr)
+    config = loaded("sendmail", local_path(opts.config))
+    if config is None:
         return EX_CONFIG
     if opts.mode == "list":
         return mailq.show(config)
@@ -265,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_NOUSER
     try:
         enqueue(config, msg)
-    except store.SchemaTooNew as exc:
+    except database.SchemaTooNew as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_SOFTWARE
     except (QueueError, OSError) as exc:

@@ -1,9 +1,9 @@
 """``empathctl top``: a live view of the queue, redrawn every second.
 
-It reads the database read-only (admin.open_readonly), so it works whether
+It reads the database read-only (database.open_readonly), so it works whether
 the daemon runs or not, and a reader in WAL mode never holds up its writes.
-``snapshot`` reads one frame's figures from the database; ``render`` turns
-them into a rich renderable (pure), so tests render to a recording console.
+``stats.snapshot`` reads one frame's figures from the database; ``render``
+turns them into a rich renderable (pure), so tests render to a recording console.
 
 Circuit breakers live in the daemon's memory, not in the database: while
 the daemon runs, each frame asks it (``breaker-list`` on the control socket,
@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import peewee
@@ -27,147 +26,19 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from empath import config as config_module
-from empath.addresses import Domain
+from empath.config import Config
 from empath.control import client, protocol
+from empath.control.render import format_age, format_time
 from empath.delivery.limits import CLOSED
 from empath.delivery.routing import route_for
-from empath.metrics import queue_counts
-from empath.queue import admin, models, store
-from empath.queue.admin import WAITING, event_id, format_age, tuples
-from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, HELD, QUEUED, Event, Message, Recipient
+from empath.queue import database, stats
+from empath.queue.states import State
+from empath.queue.stats import MINUTE_KINDS, BreakerOf, Snapshot
 
 VERBS = ("top",)
 
-RECEIVED, REMOVED = "received", "removed"  # the events of a message entering and leaving the queue
-MINUTE_KINDS = (RECEIVED, REMOVED, DELIVERED, DEFERRED, BOUNCED)
-RECENT_WINDOW = 10_000  # look for recent deliveries among this many latest events, not the whole history
 UNKNOWN = "—"
 BREAKER_TIMEOUT = 1.0  # seconds to wait for the daemon's breakers: a frame is due every second
-
-BreakerOf = Callable[[Domain], str]  # a domain's breaker state
-
-
-@dataclass(frozen=True)
-class Backlog:
-    domain: str
-    recipients: int
-    oldest_age: float
-    last_error: str | None  # the latest queued recipient's reply that has one
-    breaker: str | None  # None: not known here (only the daemon knows)
-
-
-@dataclass(frozen=True)
-class Finished:
-    at: float
-    kind: str  # delivered or bounced
-    queue_id: str
-    recipient: str | None
-    detail: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    taken_at: float
-    daemon_pid: int | None
-    messages: int
-    states: dict[str, int]  # recipients by state
-    active: int  # recipients being delivered right now
-    oldest_age: float | None
-    last_minute: dict[str, int]  # events of the last 60 s by kind (MINUTE_KINDS)
-    backlog: list[Backlog]
-    recent: list[Finished]
-
-
-def first_event_since(since: float) -> int | None:
-    """The id of the first event at or after ``since`` (None: there is none).
-
-    Events are written in time order, give or take one group commit, so a
-    binary search over ids finds it in some twenty primary-key lookups however
-    long the history grows.
-    """
-    # Two queries: SQLite answers MIN or MAX alone from the end of the key, both at once by a scan.
-    hi = Event.select(peewee.fn.MAX(event_id)).scalar()
-    if hi is None:
-        return None
-    lo = Event.select(peewee.fn.MIN(event_id)).scalar()
-    hi += 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        at = Event.select(Event.at).where(event_id >= mid).order_by(event_id).limit(1).scalar()
-        if at < since:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def event_counts(since: float) -> dict[str, int]:
-    """How many messages came in and went out, and attempts by result, since then."""
-    counts = dict.fromkeys(MINUTE_KINDS, 0)
-    first = first_event_since(since)
-    if first is not None:
-        query = Event.select(Event.kind, peewee.fn.COUNT(event_id)).where(
-            event_id >= first, Event.at >= since, Event.kind.in_(MINUTE_KINDS)
-        )
-        counts.update(dict(tuples(query.group_by(Event.kind))))
-    return counts
-
-
-def _backlog(now: float, breaker_of: BreakerOf | None, limit: int) -> list[Backlog]:
-    count = peewee.fn.COUNT(Recipient.id)
-    query = (
-        Recipient.select(Recipient.domain, count, peewee.fn.MIN(Message.received_at))
-        .join(Message, on=Recipient.message == Message.queue_id)
-        .where(Recipient.state.in_(WAITING))
-        .group_by(Recipient.domain)
-        .order_by(count.desc(), Recipient.domain)
-        .limit(limit)
-    )
-    rows = []
-    for domain, recipients, oldest in tuples(query):
-        error = (
-            Recipient.select(Recipient.last_reply)
-            .where(Recipient.domain == domain, Recipient.state.in_(WAITING), Recipient.last_reply.is_null(False))
-            .order_by(Recipient.id.desc())
-            .limit(1)
-            .scalar()
-        )
-        # Queue rows hold canonical domains: wrapped, not re-parsed.
-        breaker = None if breaker_of is None else breaker_of(Domain._trusted(domain))
-        rows.append(Backlog(domain, recipients, max(0.0, now - oldest), error, breaker))
-    return rows
-
-
-def _recent(limit: int) -> list[Finished]:
-    last = Event.select(peewee.fn.MAX(event_id)).scalar() or 0
-    query = (
-        Event.select(Event.at, Event.kind, Event.queue_id, Event.recipient, Event.detail)
-        .where(event_id > last - RECENT_WINDOW, Event.kind.in_((DELIVERED, BOUNCED)))
-        .order_by(event_id.desc())
-        .limit(limit)
-    )
-    return [Finished(*row) for row in tuples(query)]
-
-
-def snapshot(
-    now: float, daemon_pid: int | None = None, breaker_of: BreakerOf | None = None, rows: int = 10
-) -> Snapshot:
-    """One frame's figures, read through the models (bound to the queue database)
-    in one read transaction, so that they agree with each other."""
-    with models.database_proxy.atomic():
-        by_state, first = queue_counts()
-        return Snapshot(
-            taken_at=now,
-            daemon_pid=daemon_pid,
-            messages=Message.select().count(),
-            states=by_state,
-            active=Recipient.select().where(Recipient.state.in_(WAITING), Recipient.lease_owner.is_null(False)).count(),
-            oldest_age=max(0.0, now - first) if first is not None else None,
-            last_minute=event_counts(now - 60),
-            backlog=_backlog(now, breaker_of, rows),
-            recent=_recent(rows),
-        )
 
 
 def _table(title: str, *columns: str, **options: Any) -> Table:
@@ -182,13 +53,16 @@ def render(snap: Snapshot, live: bool = True) -> RenderableType:
     """The screen for one snapshot (pure); ``live`` adds how to quit."""
     daemon = f"daemon running (pid {snap.daemon_pid})" if snap.daemon_pid else "daemon not running"
     header = Text.assemble(
-        ("Empath queue", "bold"), f"  {admin.format_time(snap.taken_at)}  ", daemon, "  (Ctrl-C quits)" if live else ""
+        ("Empath queue", "bold"), f"  {format_time(snap.taken_at)}  ", daemon, "  (Ctrl-C quits)" if live else ""
     )
 
     queue = _table("Queue", "Messages", "Queued", "Deferred", "Held", "Being delivered", "Oldest")
     s = snap.states
     oldest = format_age(snap.oldest_age) if snap.oldest_age is not None else UNKNOWN
-    queue.add_row(*map(str, (snap.messages, s.get(QUEUED, 0), s.get(DEFERRED, 0), s.get(HELD, 0), snap.active)), oldest)
+    queue.add_row(
+        *map(str, (snap.messages, s.get(State.QUEUED, 0), s.get(State.DEFERRED, 0), s.get(State.HELD, 0), snap.active)),
+        oldest,
+    )
 
     minute = _table("Last minute", "In", "Out", "Delivered", "Deferred", "Bounced")
     minute.add_row(*(str(snap.last_minute.get(kind, 0)) for kind in MINUTE_KINDS))
@@ -202,7 +76,7 @@ def render(snap: Snapshot, live: bool = True) -> RenderableType:
 
     recent = _table("Recent deliveries and bounces", "Time", "Result", "Queue ID", "Recipient", "Reply")
     for f in snap.recent:
-        style = "red" if f.kind == BOUNCED else "green"
+        style = "red" if f.kind == State.BOUNCED else "green"
         when = time.strftime("%H:%M:%S", time.localtime(f.at))
         recent.add_row(when, Text(f.kind, style=style), f.queue_id, f.recipient or "", f.detail)
     if not snap.recent:
@@ -234,7 +108,7 @@ class DaemonBreakers:
     its audit log does not fill with one denial a second.
     """
 
-    def __init__(self, config: config_module.Config):
+    def __init__(self, config: Config):
         self.config = config
         self.refused = False
 
@@ -272,7 +146,7 @@ def _live(console: Console, frame: Callable[[], RenderableType], interval: float
             signal.signal(sig, handler)
 
 
-def command(args: argparse.Namespace, config: config_module.Config, console: Console | None = None) -> int:
+def command(args: argparse.Namespace, config: Config, console: Console | None = None) -> int:
     """Show the queue until Ctrl-C (exit 0); a database that cannot be read is one line and exit 1."""
     path = config.database_path
     if not path.exists():
@@ -280,13 +154,14 @@ def command(args: argparse.Namespace, config: config_module.Config, console: Con
         return 1
     console = console or Console()
     breakers = DaemonBreakers(config)
-
-    def frame() -> RenderableType:
-        pid = store.lock_holder(config.data_dir)
-        return render(snapshot(time.time(), pid, breakers.ask() if pid else None), live=not args.once)
-
     try:
-        with admin.open_readonly(path):
+        with database.open_readonly(path) as db:
+
+            def frame() -> RenderableType:
+                pid = database.lock_holder(config.data_dir)
+                snap = stats.snapshot(db, time.time(), pid, breakers.ask() if pid else None)
+                return render(snap, live=not args.once)
+
             if args.once:
                 console.print(frame())
             else:

@@ -1,27 +1,13 @@
-"""Configuration: the TOML file, validated into one immutable Config."""
+"""Configuration: the TOML file, validated into one immutable Config.
 
-import os
+load.py reads the file; sections.py checks it table by table (with reader.py
+collecting each problem and its line, values.py converting each value) into
+the values of model.py; files.py checks the files it names.
+"""
 
-from empath.config.load import ConfigError, check_files, load
+from empath.config.files import check_files
+from empath.config.load import load
 from empath.config.model import Config, Limits, Listener, QueueSettings, Timeouts
+from empath.config.reader import ConfigError
 
-# Where the local commands (sendmail, mailq) look when not told: $EMPATH_CONFIG, then this.
-DEFAULT_PATH = "/etc/empath/empath.toml"
-
-
-def local_config_path(given: str | None) -> str:
-    return given or os.environ.get("EMPATH_CONFIG") or DEFAULT_PATH
-
-
-__all__ = [
-    "DEFAULT_PATH",
-    "local_config_path",
-    "Config",
-    "ConfigError",
-    "check_files",
-    "Limits",
-    "Listener",
-    "QueueSettings",
-    "Timeouts",
-    "load",
-]
+__all__ = ["Config", "ConfigError", "check_files", "Limits", "Listener", "QueueSettings", "Timeouts", "load"]

@@ -116,12 +116,18 @@ class ControlSettings:
     tokens_file: Path | None = None  # None: the socket's permissions are the authentication
 
 
+# Where a plug-in may be called (docs/plugins.md): the SMTP hooks are chosen per listener,
+# before_delivery runs for every message.
+HOOKS = ("connect", "helo", "mail", "rcpt", "data", "before_delivery")
+SMTP_HOOKS = HOOKS[:-1]
+
+
 @dataclass(frozen=True)
 class PluginSpec:
     """One [[plugins]] table: a callable that checks or tags mail at some hooks (docs/plugins.md)."""
 
     name: str
-    hooks: tuple[str, ...]  # of empath.plugins.api.HOOKS
+    hooks: tuple[str, ...]  # of HOOKS
     call: str  # "package.module:function", or the name of an empath.plugins entry point
     timeout: float = 5.0
     on_error: str = "tempfail"  # or "continue": a failing plug-in is skipped (fail open)
@@ -171,10 +177,6 @@ class Config:
 
     def domain_policy(self, domain: Domain) -> DomainPolicy:
         return self.domains.get(domain, self.delivery.defaults)
-
-    @property
-    def tls_enabled(self) -> bool:
-        return self.tls_certificate is not None
 
     @property
     def database_path(self) -> Path:

@@ -19,22 +19,15 @@ from typing import Any
 import peewee
 
 from empath import log
-from empath.cmd import top
 from empath.config import Config
 from empath.control import audit
 from empath.control.client import ControlError
-from empath.control.protocol import VERBS, Request
+from empath.control.protocol import VERBS, Request, VerbError
 from empath.control.queue_verbs import QueueVerbs
-from empath.control.server import VerbError
-from empath.metrics import queue_counts
-from empath.queue import admin, store
+from empath.queue import database, stats
 
 QUEUE_VERBS = tuple(name for name in VERBS if name.startswith("queue-"))
 OFFLINE_VERBS = (*QUEUE_VERBS, "stats")
-
-
-def _direct(fn: Any, *args: Any) -> Any:
-    return fn(*args)
 
 
 def run(config: Config, request: Request) -> Any:
@@ -52,7 +45,7 @@ def run(config: Config, request: Request) -> Any:
         if VERBS[request.verb].mutating:
             _audit(request, f"refused: {exc}")
         raise ControlError(str(exc)) from None
-    except (store.QueueError, peewee.PeeweeException, sqlite3.Error, OSError) as exc:
+    except (database.QueueError, peewee.PeeweeException, sqlite3.Error, OSError) as exc:
         raise ControlError(f"cannot use the queue database {config.database_path}: {exc}") from None
 
 
@@ -61,15 +54,24 @@ def _audit(request: Request, result: str) -> None:
     audit.action(f"uid:{uid}", uid, request.verb, request.args, result, via="database")
 
 
-def history(now: float) -> dict[str, Any]:
-    by_state, oldest = queue_counts()
+def history(db: peewee.Database, now: float) -> dict[str, Any]:
+    by_state, oldest = stats.counts(db)
     return {
         "source": "database",
         "recipients": by_state,
         "oldest_age": None if oldest is None else round(now - oldest, 1),
-        "last_hour": top.event_counts(now - 3600),
-        "last_day": top.event_counts(now - 86400),
+        "last_hour": stats.event_counts(db, now - 3600),
+        "last_day": stats.event_counts(db, now - 86400),
     }
+
+
+def _on(db: peewee.Database) -> QueueVerbs:
+    """The queue verbs, run straight on ``db``."""
+
+    def run(fn: Any, *args: Any) -> Any:
+        return fn(db, *args)
+
+    return QueueVerbs(run, run)
 
 
 def _run(config: Config, request: Request) -> Any:
@@ -77,20 +79,20 @@ def _run(config: Config, request: Request) -> Any:
     if not path.exists():
         raise ControlError(f"there is no queue database at {path}")
     if request.verb == "stats":
-        with admin.open_readonly(path):
-            return history(time.time())
+        with database.open_readonly(path) as db:
+            return history(db, time.time())
     if not VERBS[request.verb].mutating:
-        with admin.open_readonly(path):
-            return QueueVerbs(_direct, _direct).handlers()[request.verb](request.args)
+        with database.open_readonly(path) as db:
+            return _on(db).handlers()[request.verb](request.args)
     try:
-        lock = store.lock_data_dir(config.data_dir)
-    except store.AlreadyRunning as exc:
+        lock = database.lock_data_dir(config.data_dir)
+    except database.AlreadyRunning as exc:
         raise ControlError(f"{exc}, but its control socket {config.control_socket} does not answer") from None
     try:
-        db = store.connect(path)
+        db = database.connect(path)
         try:
-            store.ensure_schema(db)
-            result = QueueVerbs(_direct, _direct).handlers()[request.verb](request.args)
+            database.ensure_schema(db)
+            result = _on(db).handlers()[request.verb](request.args)
         finally:
             db.close()
     finally:

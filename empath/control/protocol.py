@@ -17,19 +17,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from empath.addresses import AddressError, Domain
-from empath.config.load import _rate
+from empath.config import values
 from empath.control.tokens import ADMIN, MAX_TOKEN, OPERATE, READ
 from empath.log import LEVELS
-from empath.queue import admin
+from empath.queue import ids
+from empath.queue.states import FILTER_STATES
 
 MAX_LINE = 65536  # bytes of one request, its newline included
 MAX_IDS = 2000  # queue ids in one request (2000 of them fit in a line)
 MAX_LIMIT = 100000  # messages in one listing
+DEFAULT_LIMIT = 1000  # messages a listing returns unless told: it runs on the daemon's database thread
 MAX_CONCURRENCY = 10000
 
 
 class ProtocolError(Exception):
     """A request that cannot be served; the message is the error reply's text."""
+
+
+class VerbError(Exception):
+    """A request that was understood but cannot be done; the message is the reply's text."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ def _text(value: Any, limit: int = 998) -> str:
 
 
 def _queue_id(value: Any) -> str:
-    if not admin.valid_queue_id(value):
+    if not ids.valid(value):
         raise ValueError(f"is {_shown(value)}, not a queue id (16 characters of 0-9 and A-Z)")
     return value
 
@@ -80,7 +86,7 @@ def _queue_ids(value: Any) -> list[str]:
     if not isinstance(value, list) or not 0 < len(value) <= MAX_IDS:
         raise ValueError(f"must be a list of 1 to {MAX_IDS} queue ids")
     for item in value:
-        if not admin.valid_queue_id(item):
+        if not ids.valid(item):
             raise ValueError(f"holds {_shown(item)}, which is not a queue id (16 characters of 0-9 and A-Z)")
     return list(dict.fromkeys(value))
 
@@ -100,15 +106,15 @@ def _domain(value: Any) -> Domain:
 
 
 def _state(value: Any) -> str:
-    if value not in admin.FILTER_STATES:
-        raise ValueError(f"must be one of {', '.join(admin.FILTER_STATES)}")
+    if value not in FILTER_STATES:
+        raise ValueError(f"must be one of {', '.join(FILTER_STATES)}")
     return value
 
 
 def _age(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be an age such as 90, 30m, 2h or 5d")
-    return admin.parse_age(str(value))
+    return values.age(str(value))
 
 
 def _count(maximum: int) -> Convert:
@@ -123,7 +129,7 @@ def _count(maximum: int) -> Convert:
 def _messages_per_second(value: Any) -> float:
     if value in (0, "0") and not isinstance(value, bool):
         return 0.0
-    return _rate(value)
+    return values.rate(value)
 
 
 def _level(value: Any) -> str:

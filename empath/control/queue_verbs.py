@@ -3,7 +3,8 @@
 The same code serves the daemon (reads on its database thread, actions in
 its group commit, then a wake-up for the scheduler) and empathctl when the
 daemon is down (the file opened by empathctl itself): only ``read``,
-``write`` and ``wake`` differ.
+``write`` and ``wake`` differ. ``read(fn, *args)`` and ``write(fn, *args)``
+run ``fn(db, *args)`` on the queue's database.
 """
 
 import time
@@ -11,18 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from empath.control.server import VerbError
+from empath.control.protocol import DEFAULT_LIMIT, VerbError
 from empath.queue import admin
-
-DEFAULT_LIMIT = 1000  # messages a listing returns unless told: it runs on the database thread
 
 Run = Callable[..., Any]
 
 
 @dataclass
 class QueueVerbs:
-    read: Run  # read(fn, *args): fn's value
-    write: Run  # write(fn, *args): fn's value, committed
+    read: Run  # read(fn, *args): fn(db, *args)'s value
+    write: Run  # write(fn, *args): fn(db, *args)'s value, committed
     wake: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
 

@@ -22,16 +22,12 @@ import gevent.pool
 from gevent.server import StreamServer
 
 from empath.control import audit, protocol, sockfile, tokens
-from empath.control.protocol import ProtocolError, Request
+from empath.control.protocol import ProtocolError, Request, VerbError
 
 log = logging.getLogger("empath.control")
 
 MAX_CONNECTIONS = 16
 TIMEOUT = 30.0  # seconds a client may take to send a request, or to read its reply
-
-
-class VerbError(Exception):
-    """A request that was understood but cannot be done; the message is the reply's text."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,12 @@
 """Checks of the [control] section against the system: the group exists, the tokens file loads."""
 
 import grp
-from typing import TYPE_CHECKING
 
+from empath.config.model import ControlSettings
 from empath.control import tokens
 
-if TYPE_CHECKING:
-    from empath.config.model import ControlSettings
 
-
-def control_problems(settings: "ControlSettings") -> list[str]:
+def problems(settings: ControlSettings) -> list[str]:
     problems = []
     if settings.group is not None:
         try:

@@ -10,11 +10,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from empath import __version__
-from empath.control.protocol import Request
+from empath.control.protocol import Request, VerbError
 from empath.control.queue_verbs import QueueVerbs
 from empath.control.reload import ReloadRefused
-from empath.control.server import VerbError
-from empath.metrics import queue_counts
+from empath.queue import stats
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -38,7 +37,7 @@ class DaemonVerbs:
     def __init__(self, daemon: "Daemon"):
         self.daemon = daemon
         scheduler = daemon.scheduler
-        queue = QueueVerbs(daemon.store.call, daemon.committer.write, scheduler.wake, scheduler.clock)
+        queue = QueueVerbs(daemon.queue.call, daemon.queue.write, scheduler.wake, scheduler.clock)
         self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "status": self.status,
             "connections": self.connections,
@@ -58,7 +57,7 @@ class DaemonVerbs:
 
     def status(self, args: dict[str, Any]) -> dict[str, Any]:
         d = self.daemon
-        by_state, first = d.store.call(queue_counts)
+        by_state, first = d.queue.call(stats.counts)
         now = time.time()
         s = d.scheduler
         return {

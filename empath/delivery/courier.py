@@ -25,6 +25,7 @@ from empath.plugins import runner
 from empath.plugins.api import Context
 from empath.plugins.loader import Plugins
 from empath.queue.claims import Claimed, Loaded
+from empath.queue.states import State
 
 # The steps before a transaction: failing one says nothing about the message.
 CONNECTION_STEPS = ("connect", "greeting", "EHLO", "HELO", "STARTTLS", "AUTH")
@@ -42,7 +43,7 @@ class Verdict:
     """What happened to one recipient in one attempt."""
 
     address: EmailAddress
-    kind: str  # delivered, deferred, bounced
+    kind: State  # delivered, deferred or bounced
     status: str
     reply: str
     remote: str | None = None
@@ -140,10 +141,10 @@ class Courier:
         try:
             candidates = self.candidates(route)
         except DnsError as exc:
-            kind = "bounced" if exc.permanent else "deferred"
+            kind = State.BOUNCED if exc.permanent else State.DEFERRED
             return self._all(recipients, kind, exc.status, f"DNS: {exc.text}", connected=None)
         except Loop as exc:
-            return self._all(recipients, "bounced", "5.4.6", str(exc), connected=None)
+            return self._all(recipients, State.BOUNCED, "5.4.6", str(exc), connected=None)
         envelope = Envelope(
             sender=message.sender,
             recipients=tuple(client.Recipient(r.address, r.notify, r.orcpt) for r in recipients),
@@ -180,21 +181,21 @@ class Courier:
                     connected = False  # the new connection after a stale one failed
                     continue
                 if exc.permanent:
-                    return self._all(recipients, "bounced", exc.status, exc.diagnostic, True, str(conn))
+                    return self._all(recipients, State.BOUNCED, exc.status, exc.diagnostic, True, str(conn))
                 if exc.elsewhere:
                     continue
                 # Without a reply from the remote, say which step failed ("end of data: timeout ...").
                 why = exc.diagnostic if exc.reply else f"{exc.step}: {exc.text}"
-                return self._all(recipients, "deferred", exc.status, why, True, str(conn))
+                return self._all(recipients, State.DEFERRED, exc.status, why, True, str(conn))
             self.pool.give(self._key(route, candidate), conn)
             dsn = "DSN" in conn.extensions
             verdicts = tuple(self._verdict(r, replies[r.address], conn, dsn) for r in recipients)
             return Outcome(verdicts, True, str(conn), conn.tls)
         if last is None:
-            return self._all(recipients, "deferred", "4.4.4", "no address to deliver to", connected=None)
+            return self._all(recipients, State.DEFERRED, "4.4.4", "no address to deliver to", connected=None)
         return self._all(
             recipients,
-            "deferred",
+            State.DEFERRED,
             last.status if not last.permanent else "4.4.1",
             f"{last.step}: {last.diagnostic}",
             connected,
@@ -275,13 +276,18 @@ class Courier:
 
     @staticmethod
     def _verdict(r: Claimed, reply: Reply, conn: Connection, dsn: bool) -> Verdict:
-        kind = "delivered" if reply.code < 400 else "deferred" if reply.code < 500 else "bounced"
-        relayed = kind == "delivered" and not dsn
+        kind = State.DELIVERED if reply.code < 400 else State.DEFERRED if reply.code < 500 else State.BOUNCED
+        relayed = kind == State.DELIVERED and not dsn
         return Verdict(r.address, kind, reply.status, reply.text, conn.host, relayed)
 
     @staticmethod
     def _all(
-        recipients: list[Claimed], kind: str, status: str, reply: str, connected: bool | None, relay: str | None = None
+        recipients: list[Claimed],
+        kind: State,
+        status: str,
+        reply: str,
+        connected: bool | None,
+        relay: str | None = None,
     ) -> Outcome:
         remote = relay.split("[")[0] if relay else None
         return Outcome(tuple(Verdict(r.address, kind, status, reply, remote) for r in recipients), connected, relay)
@@ -300,9 +306,9 @@ def _address_literal(host: str) -> str | None:
 def _plugin_verdict(address: EmailAddress, verdict: runner.Verdict) -> Verdict | None:
     """A plug-in's rejection: 5xx bounces the recipient, 4xx (or a failed plug-in) defers it."""
     if verdict.failed:
-        return Verdict(address, "deferred", "4.3.0", f"before_delivery plug-in {verdict.by} failed (see the log)")
+        return Verdict(address, State.DEFERRED, "4.3.0", f"before_delivery plug-in {verdict.by} failed (see the log)")
     reject = verdict.reject
     if reject is None:
         return None
-    kind = "deferred" if reject.temporary else "bounced"
+    kind = State.DEFERRED if reject.temporary else State.BOUNCED
     return Verdict(address, kind, reject.status, f"{reject.code} {reject.status} {reject.text}")

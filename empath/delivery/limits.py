@@ -4,11 +4,15 @@ Pure state machines with the clock passed in, so they are tested without
 waiting. The scheduler keeps one of each per destination.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half-open"
+
+K = TypeVar("K")
 
 
 @dataclass
@@ -65,6 +69,11 @@ class Breaker:
         self.probing = False
         if self.opened_at is not None or self.failures >= self.threshold:
             self.opened_at = now
+
+
+def tripped(breakers: Mapping[K, Breaker], now: float) -> list[K]:
+    """The keys whose breaker is open or half-open at ``now``."""
+    return [key for key, breaker in list(breakers.items()) if breaker.state(now) != CLOSED]
 
 
 @dataclass

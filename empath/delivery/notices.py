@@ -11,7 +11,7 @@ no notification can ever loop.
 from dataclasses import dataclass
 
 from empath.addresses import EmailAddress, ReversePath
-from empath.queue.models import BOUNCED, DEFERRED, DELIVERED, DSN, MAIL, POSTMASTER
+from empath.queue.states import Kind, State
 
 FAILED = "failed"
 DELAYED = "delayed"
@@ -23,7 +23,7 @@ class Pending:
     """A recipient, as far as notifications care."""
 
     address: EmailAddress
-    state: str
+    state: State
     notify: tuple[str, ...]  # empty: not given
     notified: str | None  # the last action already reported
     relayed: bool = False
@@ -43,23 +43,23 @@ def owed(
     """The notices due now, by action. Each recipient is reported at most once per action."""
     due: dict[str, list[Pending]] = {FAILED: [], DELAYED: [], RELAYED: []}
     for r in recipients:
-        if r.state == BOUNCED and r.notified != FAILED:
+        if r.state == State.BOUNCED and r.notified != FAILED:
             due[FAILED].append(r)
         elif not to_sender:
             continue  # the postmaster hears only of failures
-        elif r.state == DEFERRED and r.notified is None and delay_warning and now - received_at >= delay_warning:
+        elif r.state == State.DEFERRED and r.notified is None and delay_warning and now - received_at >= delay_warning:
             due[DELAYED].append(r)
-        elif r.state == DELIVERED and r.relayed and r.notified in (None, DELAYED):
+        elif r.state == State.DELIVERED and r.relayed and r.notified in (None, DELAYED):
             # NOTIFY=DELAY,SUCCESS asks for both: a delay notice, then the relay.
             due[RELAYED].append(r)
     wanted = {action: [r for r in rs if not to_sender or wants(r.notify, action)] for action, rs in due.items()}
     return {action: rs for action, rs in wanted.items() if rs}  # no empty notices
 
 
-def report_target(kind: str, sender: ReversePath, postmaster: EmailAddress) -> tuple[EmailAddress, str] | None:
+def report_target(kind: Kind, sender: ReversePath, postmaster: EmailAddress) -> tuple[EmailAddress, Kind] | None:
     """Where a message's notices go, and the kind of message the notice is."""
-    if kind == MAIL and isinstance(sender, EmailAddress):  # not the null sender
-        return sender, DSN
-    if kind in (MAIL, DSN):
-        return postmaster, POSTMASTER
+    if kind == Kind.MAIL and isinstance(sender, EmailAddress):  # not the null sender
+        return sender, Kind.DSN
+    if kind in (Kind.MAIL, Kind.DSN):
+        return postmaster, Kind.POSTMASTER
     return None

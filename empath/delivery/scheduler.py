@@ -17,20 +17,23 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.pool
+import peewee
 
 from empath.addresses import Domain, Mailbox
 from empath.config import Config
 from empath.config.model import DomainPolicy
+from empath.delivery import results as recording
 from empath.delivery.courier import Courier, Outcome
-from empath.delivery.limits import Breaker, RateLimit
+from empath.delivery.limits import Breaker, RateLimit, tripped
+from empath.delivery.results import NoticeSettings, Settled
 from empath.delivery.retry import Schedule
 from empath.delivery.routing import SMARTHOST, Destination, NextHopId, Route, route_for
 from empath.log import event, reply_code
 from empath.metrics import Metrics
-from empath.queue import claims as work
-from empath.queue.claims import RETRY, Claimed, Loaded, NoticeSettings, Result
-from empath.queue.models import BOUNCED, DEFERRED, DELIVERED
-from empath.queue.store import GroupCommitter, Store
+from empath.queue import claims
+from empath.queue.claims import Claimed, Loaded, PutBack, Result
+from empath.queue.states import DONE, State
+from empath.queue.store import Queue
 
 log = logging.getLogger("empath.delivery")
 
@@ -47,16 +50,14 @@ class Scheduler:
     def __init__(
         self,
         config: Config,
-        store: Store,
-        writer: GroupCommitter,
+        queue: Queue,
         courier: Courier,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
     ):
         self.config = config
         self.metrics = metrics or Metrics()
-        self.store = store  # for reads
-        self.writer = writer  # for writes, group-committed with everyone else's
+        self.queue = queue  # its writes are group-committed with everyone else's
         self.courier = courier
         self.clock = clock
         self.owner = uuid.uuid4().hex[:12]  # this daemon's name on its leases
@@ -83,7 +84,7 @@ class Scheduler:
 
     def flush(self) -> None:
         """Make every deferred recipient due now, as Postfix's ``postqueue -f``."""
-        self.writer.write(work.flush, self.clock())
+        self.queue.write(claims.flush, self.clock())
         self.wake()
 
     def reconfigure(self, config: Config) -> None:
@@ -127,9 +128,13 @@ class Scheduler:
             return None
         was = breaker.state(self.clock())
         breaker.success()
-        self.writer.write(work.flush, self.clock(), None if key == SMARTHOST else key)
+        self.queue.write(claims.flush, self.clock(), None if key == SMARTHOST else key)
         self.wake()
         return was
+
+    def open_breakers(self) -> list[Destination]:
+        """The destinations whose circuit breaker is open or half-open now (for the metrics)."""
+        return tripped(self.breakers, self.clock())
 
     def pause(self, domain: Domain | None = None) -> None:
         """Stop claiming mail (of one recipient domain, or all); what is in flight finishes."""
@@ -145,7 +150,7 @@ class Scheduler:
             self.paused_all = False
         self.paused_domains.difference_update(domains)
         for name in domains:
-            self.writer.write(work.flush, self.clock(), name)
+            self.queue.write(claims.flush, self.clock(), name)
         self.wake()
         return domains
 
@@ -178,7 +183,7 @@ class Scheduler:
             self._wake.wait(timeout=self._idle_time())
 
     def _idle_time(self) -> float:
-        due = self.store.call(work.next_due)
+        due = self.queue.call(claims.next_due)
         if due is None:
             return MAX_IDLE
         return min(MAX_IDLE, max(0.0, due - self.clock()))
@@ -190,10 +195,10 @@ class Scheduler:
         if self._stopping:
             return False
         now = self.clock()
-        claimed = self.writer.write(work.claim, now, self.owner, self.config.delivery.lease_time, CLAIM_BATCH)
+        claimed = self.queue.write(claims.claim, now, self.owner, self.config.delivery.lease_time, CLAIM_BATCH)
         paused = [c for c in claimed if c.domain in self.paused_domains]
         if paused:
-            self.writer.write(_put_back, paused, now + PAUSED_RECHECK, now, self.notice_settings)
+            self.queue.write(_put_back, paused, now + PAUSED_RECHECK, now, self.notice_settings)
         groups: dict[tuple[str, NextHopId], list[Claimed]] = defaultdict(list)
         routes: dict[tuple[str, NextHopId], Route] = {}
         for c in claimed:
@@ -214,22 +219,26 @@ class Scheduler:
         try:
             held = self._held_back(route, recipients)
             # Mail that a rate limit or an open breaker holds back is not sent: its body stays on disk.
-            message = self.store.read(work.load, queue_id, held is None)
+            message = self.queue.read(claims.load, queue_id, held is None)
             if message is None:
                 self.breakers[route.policy_key].abandon()  # no probe was made, if one was allowed
                 return  # deleted by an operator meanwhile
-            results = held if held is not None else self._attempt(route, message, recipients)
-            recorded = self.writer.write(work.record, queue_id, results, self.clock(), self.notice_settings, quick=True)
-            self._count(route, message, results, recorded)
-            for notice in recorded.notices:
+            results: list[Result | PutBack] = (
+                [*held] if held is not None else [*self._attempt(route, message, recipients)]
+            )
+            settled = self.queue.write(
+                recording.record, queue_id, results, self.clock(), self.notice_settings, quick=True
+            )
+            self._count(route, message, results, settled)
+            for notice in settled.notices:
                 event(log, "notice", queue_id=notice, original=queue_id, trace_id=message.trace_id)
         except Exception:  # the lease runs out and the work is tried again
             log.exception("delivery of %s failed unexpectedly", queue_id)
         finally:
             self.wake()
 
-    def _held_back(self, route: Route, recipients: list[Claimed]) -> list[Result] | None:
-        """Results that put the recipients back, when the destination's rate limit or
+    def _held_back(self, route: Route, recipients: list[Claimed]) -> list[PutBack] | None:
+        """The recipients put back, when the destination's rate limit or
         open breaker holds this delivery back; None when it may go now."""
         key = route.policy_key
         policy = self.policy(key)
@@ -240,12 +249,10 @@ class Scheduler:
         if wait > 0:
             self.metrics.rate_limited.inc()
             self.metrics.rate_limit_delay.inc(wait)
-            return [Result(r.recipient_id, RETRY, "", "", next_attempt_at=now + wait) for r in recipients]
+            return [PutBack(r.recipient_id, now + wait) for r in recipients]
         if not breaker.allow(now):
             text = f"delivery to {key} suspended after {breaker.failures} connection failures in a row"
-            return [
-                Result(r.recipient_id, RETRY, text, "4.4.1", next_attempt_at=breaker.retry_at(now)) for r in recipients
-            ]
+            return [PutBack(r.recipient_id, breaker.retry_at(now), text, "4.4.1") for r in recipients]
         return None
 
     def _attempt(self, route: Route, message: Loaded, recipients: list[Claimed]) -> list[Result]:
@@ -262,28 +269,28 @@ class Scheduler:
         elif outcome.connected:
             if breaker.opened_at is not None:
                 # The probe got through: the mail the breaker held back may go now.
-                self.writer.write(work.flush, self.clock(), None if route.smarthost else route.domain)
+                self.queue.write(claims.flush, self.clock(), None if route.smarthost else route.domain)
             breaker.success()
         else:
             breaker.failure(self.clock())
         return self._results(message, recipients, outcome, started)
 
-    def _count(self, route: Route, message: Loaded, results: list[Result], recorded: work.Recorded) -> None:
+    def _count(self, route: Route, message: Loaded, results: list[Result | PutBack], settled: Settled) -> None:
         """Count what was recorded: attempts per recipient, time in the queue, messages that left it."""
         m = self.metrics
         domain_class = "smarthost" if route.smarthost else "mx" if route.uses_mx else "routed"
         in_queue = max(0.0, self.clock() - message.received_at)
         for r in results:
-            if r.state == RETRY:
+            if isinstance(r, PutBack):
                 continue  # held back by a rate limit or breaker: no attempt was made
             m.attempts.labels(r.state, domain_class).inc()
-            if r.state in (DELIVERED, BOUNCED):
+            if r.state in DONE:
                 m.time_in_queue.observe(in_queue)
-            if r.state == DELIVERED:
+            if r.state == State.DELIVERED:
                 m.latency.observe(in_queue)
-        m.queue_in.inc(len(recorded.notices))
-        if recorded.removed is not None:
-            m.queue_out.labels(recorded.removed).inc()
+        m.queue_in.inc(len(settled.notices))
+        if settled.removed is not None:
+            m.queue_out.labels(settled.removed).inc()
 
     def _results(self, message: Loaded, recipients: list[Claimed], outcome: Outcome, started: float) -> list[Result]:
         now = self.clock()
@@ -293,16 +300,16 @@ class Scheduler:
             v = by_address[r.address]
             kind, status, reply = v.kind, v.status, v.reply
             next_at = None
-            if kind == DEFERRED:
+            if kind == State.DEFERRED:
                 next_at = self.schedule.next_attempt(r.attempts + 1, now, message.expires_at)
                 if next_at is None:
-                    kind, status = BOUNCED, "5.4.7"
+                    kind, status = State.BOUNCED, "5.4.7"
                     reply = f"gave up after {_age(now - message.received_at)} in the queue; last error: {reply}"
             results.append(Result(r.recipient_id, kind, reply, status, v.remote, next_at, v.relayed))
             event(
                 log,
                 "delivery",
-                level=logging.INFO if kind != DEFERRED else logging.WARNING,
+                level=logging.INFO if kind != State.DEFERRED else logging.WARNING,
                 queue_id=message.queue_id,
                 recipient=r.address,
                 domain=r.domain,
@@ -325,14 +332,16 @@ def _notice_settings(config: Config) -> NoticeSettings:
     return NoticeSettings(config.hostname, postmaster, config.delivery.delay_warning, config.queue.lifetime)
 
 
-def _put_back(claimed: list[Claimed], due: float, now: float, settings: NoticeSettings) -> None:
+def _put_back(
+    db: peewee.SqliteDatabase, claimed: list[Claimed], due: float, now: float, settings: NoticeSettings
+) -> None:
     """Release the leases of paused mail without an attempt (on the database thread)."""
-    by_message: dict[str, list[Result]] = defaultdict(list)
+    by_message: dict[str, list[Result | PutBack]] = defaultdict(list)
     for c in claimed:
         text = f"delivery to {c.domain} is paused by the operator"
-        by_message[c.queue_id].append(Result(c.recipient_id, RETRY, text, "4.4.5", next_attempt_at=due))
+        by_message[c.queue_id].append(PutBack(c.recipient_id, due, text, "4.4.5"))
     for queue_id, results in by_message.items():
-        work.record(queue_id, results, now, settings)
+        recording.record(db, queue_id, results, now, settings)
 
 
 def _age(seconds: float) -> str:

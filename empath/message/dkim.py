@@ -11,7 +11,6 @@ cost a tenth of a second at each start).
 
 import base64
 import email.utils
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,14 +66,6 @@ SINGLE = frozenset(
 CANONICALIZATION = (b"relaxed", b"relaxed")  # survives the re-folding of header fields in transit
 MIN_RSA_BITS = 1024  # RFC 8301 §3.2; keygen makes 2048 by default
 KEY_BITS = (1024, 2048, 3072, 4096)
-
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_SELECTOR = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-
-
-def valid_selector(text: str) -> bool:
-    """A selector is DNS labels joined by dots (RFC 6376 §3.1)."""
-    return len(text) <= 253 and _SELECTOR.fullmatch(text) is not None
 
 
 def header_list(names: Sequence[str]) -> list[str]:
@@ -183,6 +174,16 @@ def key_problem(key: DkimKey) -> str | None:
     except Exception as exc:  # noqa: BLE001 - dkimpy's key parsers raise assorted types on a bad file
         return f"{path} is not a {key.algorithm} private key (PEM for RSA, base64 for Ed25519): {exc}"
     return None
+
+
+def problems(keys: Sequence[DkimKey]) -> list[tuple[str, str]]:
+    """The keys that cannot sign, each as (its config key, why): this reads the key files."""
+    found = []
+    for key in keys:
+        problem = key_problem(key)
+        if problem:
+            found.append((f"dkim[{key.index}].key_file", problem))
+    return found
 
 
 def generate(algorithm: str, bits: int = 2048) -> tuple[bytes, str]:

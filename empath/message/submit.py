@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from empath.addresses import ReversePath
 from empath.config import Config
 from empath.message import dkim, stamp
-from empath.queue.store import NewMessage, NewRecipient
+from empath.queue.insert import NewMessage, NewRecipient
 from empath.smtp.machine import Envelope as Transaction
 
 

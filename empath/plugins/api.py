@@ -16,15 +16,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from empath.addresses import EmailAddress, ReversePath
-
-if TYPE_CHECKING:
-    from empath.delivery.routing import NextHopId
-
-HOOKS = ("connect", "helo", "mail", "rcpt", "data", "before_delivery")
-SMTP_HOOKS = HOOKS[:-1]  # chosen per listener; before_delivery runs for every message
 
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII but the colon
@@ -65,7 +59,7 @@ class Context:
     headers: tuple[tuple[str, str], ...] = ()  # data: (name, unfolded value), in order
     message: bytes = b""  # data: the message as the client sent it
     queue_id: str | None = None  # before_delivery
-    next_hop: "NextHopId | None" = None  # before_delivery: "mx:DOMAIN", "route:DOMAIN" or "smarthost"
+    next_hop: str | None = None  # before_delivery: "mx:DOMAIN", "route:DOMAIN" or "smarthost"
     attempt: int = 0  # before_delivery: 1 for the first attempt at this recipient
 
     @property

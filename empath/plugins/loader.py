@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from empath.config.model import Config, PluginSpec
+from empath.config.model import SMTP_HOOKS, Config, PluginSpec
 from empath.log import event
-from empath.plugins.api import SMTP_HOOKS, Context
+from empath.plugins.api import Context
 from empath.plugins.runner import Plugin, Runner
 
 log = logging.getLogger("empath.plugins")
@@ -94,6 +94,18 @@ class Plugins:
                 reload()
             except Exception as exc:  # noqa: BLE001 - a plug-in's bad reload must not stop the daemon's
                 event(log, "plugin_error", level=logging.ERROR, plugin=name, hook="reload", error=f"{exc!r}")
+
+
+def problems(config: Config) -> list[tuple[str, str]]:
+    """The plug-ins that do not import or are not a function of one argument, each as
+    (its config key, why): this imports them."""
+    found = []
+    for spec in config.plugins:
+        try:
+            resolve(spec.call)
+        except LoadError as exc:
+            found.append((f"plugins[{spec.index}].call", str(exc)))
+    return found
 
 
 def load(config: Config) -> Plugins:

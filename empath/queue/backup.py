@@ -38,7 +38,8 @@ from pathlib import Path
 
 import empath
 from empath.config import Config
-from empath.queue import models, store
+from empath.queue import models
+from empath.queue.database import AlreadyRunning, lock_data_dir, lock_holder
 
 FORMAT = "empath-backup"
 FORMAT_VERSION = 1
@@ -178,8 +179,8 @@ def _snapshot(source: Path, target: Path) -> None:
     # -wal and -shm it made, which a read-only one would leave behind, owned
     # by whoever ran the backup. With the daemon running, they are its own.
     try:
-        lock: int | None = store.lock_data_dir(source.parent)
-    except store.AlreadyRunning:
+        lock: int | None = lock_data_dir(source.parent)
+    except AlreadyRunning:
         lock = None
     try:
         src = sqlite3.connect(source if lock is not None else f"file:{source}?mode=ro", uri=lock is None, timeout=30)
@@ -373,7 +374,7 @@ def verify(archive: Path) -> Manifest:
 
 def stop_daemon(data_dir: Path, timeout: float) -> int | None:
     """SIGTERM the daemon holding ``data_dir`` and wait until its lock is free; its pid, or None."""
-    pid = store.lock_holder(data_dir)
+    pid = lock_holder(data_dir)
     if pid is None:
         return None
     try:
@@ -383,7 +384,7 @@ def stop_daemon(data_dir: Path, timeout: float) -> int | None:
     except PermissionError:
         raise BackupError(f"not allowed to stop the daemon (pid {pid}); run as its user or root") from None
     deadline = time.monotonic() + timeout
-    while store.lock_holder(data_dir) is not None:
+    while lock_holder(data_dir) is not None:
         if time.monotonic() > deadline:
             raise BackupError(f"the daemon (pid {pid}) did not stop within {timeout:g}s")
         time.sleep(0.1)
@@ -427,16 +428,16 @@ def restore(config: Config, archive: Path, force_stop: bool = False, stop_timeou
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _workdir(data_dir) as workdir:
         manifest = _unpack(archive, workdir)
-        if store.lock_holder(data_dir) is not None:
+        if lock_holder(data_dir) is not None:
             if not force_stop:
-                pid = store.lock_holder(data_dir)
+                pid = lock_holder(data_dir)
                 raise BackupError(
                     f"the daemon (pid {pid}) is running on {data_dir}; stop it first or use --stop-daemon"
                 )
             stop_daemon(data_dir, stop_timeout)
         try:
-            lock = store.lock_data_dir(data_dir)  # no daemon may start while the files move
-        except store.AlreadyRunning as exc:
+            lock = lock_data_dir(data_dir)  # no daemon may start while the files move
+        except AlreadyRunning as exc:
             raise BackupError(str(exc)) from None
         try:
             database = config.database_path

@@ -2,33 +2,25 @@
 
 The body lives in a table of its own so that scans of messages and
 recipients never read it. Times are UNIX seconds (REAL) in UTC.
+
+The models are bound to no database: every query is run on the database
+its caller was handed (``query.execute(db)``, ``db.execute(query)``), so
+one process can hold several queue files open, and none is reached
+through a global.
 """
+
+from collections.abc import Iterable
+from typing import Any, cast
 
 import peewee
 
-# The models are bound to a database when the store opens one.
-database_proxy = peewee.DatabaseProxy()
+from empath.queue.states import Kind, State
 
 SCHEMA_VERSION = 2  # 2: index on message.received_at (the oldest message's age)
-
-# Recipient states.
-QUEUED = "queued"
-DEFERRED = "deferred"
-DELIVERED = "delivered"
-BOUNCED = "bounced"
-HELD = "held"
-STATES = (QUEUED, DEFERRED, DELIVERED, BOUNCED, HELD)
-PENDING = (QUEUED, DEFERRED)  # states the scheduler claims from
-
-# Message kinds: what to do when one cannot be delivered.
-MAIL = "mail"  # ordinary mail: failures are reported to the sender
-DSN = "dsn"  # a report we made: its failure goes to the postmaster
-POSTMASTER = "postmaster"  # a report to the postmaster: its failure is only logged
 
 
 class BaseModel(peewee.Model):
     class Meta:
-        database = database_proxy
         legacy_table_names = False
 
 
@@ -52,7 +44,7 @@ class Message(BaseModel):
     dsn_ret = peewee.TextField(null=True)
     dsn_envid = peewee.TextField(null=True)
     held = peewee.BooleanField(default=False)
-    kind = peewee.TextField(default=MAIL)
+    kind = peewee.TextField(default=Kind.MAIL.value)
 
 
 class Body(BaseModel):
@@ -65,7 +57,7 @@ class Recipient(BaseModel):
     message = peewee.ForeignKeyField(Message, backref="recipients", on_delete="CASCADE", column_name="queue_id")
     address = peewee.TextField()
     domain = peewee.TextField(index=True)
-    state = peewee.TextField(default=QUEUED)
+    state = peewee.TextField(default=State.QUEUED.value)
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.FloatField()
     last_reply = peewee.TextField(null=True)  # the remote's reply, or what went wrong
@@ -93,3 +85,12 @@ class Event(BaseModel):
 
 
 MODELS = (SchemaInfo, Message, Body, Recipient, Event)
+
+# peewee's implicit id of the event table: the order events were written in.
+event_id = cast(peewee.AutoField, Event._meta.primary_key)
+
+
+def tuples(db: peewee.Database, query: Any) -> Iterable[tuple[Any, ...]]:
+    """A query's rows as SQLite gives them (a boolean is 0 or 1): peewee's
+    conversion of every value takes most of the time of a large listing."""
+    return cast(Iterable[tuple[Any, ...]], db.execute(query))

@@ -16,7 +16,8 @@ from empath.config import Config, Listener
 from empath.log import event
 from empath.metrics import Metrics
 from empath.plugins.loader import Plugins
-from empath.queue.store import GroupCommitter, free_space
+from empath.queue.database import free_space
+from empath.queue.store import Queue
 from empath.smtp import replies
 from empath.smtp.connection import Connection
 from empath.smtp.machine import Policy
@@ -50,7 +51,7 @@ class Listening:
 @dataclass
 class SmtpServer:
     config: Config
-    committer: GroupCommitter
+    queue: Queue
     tls_context: ssl.SSLContext | None = None
     users: Users | None = None
     sessions: gevent.pool.Group = field(default_factory=gevent.pool.Group)

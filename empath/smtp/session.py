@@ -20,7 +20,7 @@ from empath.message import stamp, submit
 from empath.plugins.api import Context, apply_headers, parse_headers
 from empath.plugins.runner import PASS, Verdict
 from empath.queue import ids
-from empath.queue.store import QueueError, StorageFull
+from empath.queue.database import QueueError, StorageFull
 from empath.smtp import replies
 from empath.smtp.commands import MailArgs
 from empath.smtp.connection import Connection, ConnectionClosed
@@ -302,7 +302,7 @@ class Session:
             message, signing = submit.compose(*args)
         trace_id = message.trace_id
         try:
-            self.server.committer.enqueue(message)
+            self.server.queue.enqueue(message)
         except StorageFull as exc:
             event(log, "queue_full", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
             return machine.queue_failed(replies.INSUFFICIENT_STORAGE)

@@ -15,9 +15,8 @@ import time
 
 import benchlib as b
 
-from empath.queue import claims as work
-from empath.queue import store
-from empath.queue.models import DEFERRED, QUEUED
+from empath.queue import claims, database
+from empath.queue.states import State
 
 RECIPIENTS_PER_MESSAGE = 4
 CLAIM = 100
@@ -25,8 +24,8 @@ CLAIM = 100
 
 def generate(path: b.Path, rows: int, due: int) -> None:
     """A queue of ``rows`` recipients: a tenth (at least ``due``) due now, the rest deferred to the coming days."""
-    db = store.connect(path)
-    store.ensure_schema(db)
+    db = database.connect(path)
+    database.ensure_schema(db)
     conn = db.connection()
     now = time.time()
     rng = random.Random(rows)
@@ -46,9 +45,9 @@ def generate(path: b.Path, rows: int, due: int) -> None:
             (
                 (f"{i // RECIPIENTS_PER_MESSAGE:016d}", f"r{i}@d{i % 500}.test", f"d{i % 500}.test")
                 + (
-                    (QUEUED, 0, now - rng.uniform(0, 3600))
+                    (State.QUEUED, 0, now - rng.uniform(0, 3600))
                     if rng.random() < due_share
-                    else (DEFERRED, 1, now + rng.uniform(60, 5 * 86400))
+                    else (State.DEFERRED, 1, now + rng.uniform(60, 5 * 86400))
                 )
                 for i in range(rows)
             ),
@@ -58,13 +57,13 @@ def generate(path: b.Path, rows: int, due: int) -> None:
 
 def time_claims(path: b.Path, runs: int) -> tuple[list[float], list[float]]:
     """Milliseconds of each claim's queries, and of its commit (the fsync, the same at any size)."""
-    db = store.connect(path)
-    store.ensure_schema(db)
+    db = database.connect(path)
+    database.ensure_schema(db)
     queries, commits = [], []
     for _ in range(runs):
         with db.atomic():
             started = time.perf_counter()
-            claimed = work.claim(time.time(), "bench", 1800.0, CLAIM)
+            claimed = claims.claim(db, time.time(), "bench", 1800.0, CLAIM)
             queries.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
         commits.append((time.perf_counter() - started) * 1000)

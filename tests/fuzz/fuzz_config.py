@@ -14,7 +14,8 @@ from pathlib import Path
 import tomlkit
 import tomlkit.exceptions
 
-from empath.config.load import ConfigError, validate
+from empath.config import ConfigError
+from empath.config.sections import validate
 
 CONFIG_PATH = Path("/nonexistent/empath-fuzz/empath.toml")
 

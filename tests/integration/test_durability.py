@@ -11,7 +11,7 @@ import threading
 import pytest
 from support import RawClient, lib_reply, raw_reply, wait_for
 
-from empath.queue import models, store
+from empath.queue import database, models
 from empath.smtp import replies
 
 
@@ -278,8 +278,8 @@ def test_daemon_refuses_a_database_from_a_newer_schema(make_daemon):
 def test_ensure_schema_runs_registered_migrations_and_records_the_version(tmp_path, monkeypatch):
     path = tmp_path / "queue.sqlite3"
     current = models.SCHEMA_VERSION
-    db = store.connect(path)
-    assert store.ensure_schema(db) == current
+    db = database.connect(path)
+    assert database.ensure_schema(db) == current
     db.execute_sql(
         "INSERT INTO message (queue_id, sender, size, received_at, expires_at, client_address, client_helo,"
         " listener, trace_id, smtputf8, body_type, held, kind) VALUES ('Q1', 'a@b.test', 1, 0, 0, '127.0.0.1',"
@@ -294,15 +294,15 @@ def test_ensure_schema_runs_registered_migrations_and_records_the_version(tmp_pa
         database.execute_sql("ALTER TABLE message ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
 
     monkeypatch.setattr(models, "SCHEMA_VERSION", current + 1)
-    monkeypatch.setitem(store.MIGRATIONS, current, add_priority)
-    db = store.connect(path)
+    monkeypatch.setitem(database.MIGRATIONS, current, add_priority)
+    db = database.connect(path)
     try:
-        assert store.ensure_schema(db) == current + 1
+        assert database.ensure_schema(db) == current + 1
         assert ran == [current]
         assert db.execute_sql("SELECT version FROM schema_info").fetchall() == [(current + 1,)]
         assert db.execute_sql("SELECT queue_id, priority FROM message").fetchall() == [("Q1", 0)]
         # Opening again at the new version migrates nothing.
-        assert store.ensure_schema(db) == current + 1
+        assert database.ensure_schema(db) == current + 1
         assert ran == [current]
     finally:
         db.close()
@@ -311,8 +311,8 @@ def test_ensure_schema_runs_registered_migrations_and_records_the_version(tmp_pa
 def test_a_failed_migration_leaves_the_file_at_its_old_version(tmp_path, monkeypatch):
     path = tmp_path / "queue.sqlite3"
     current = models.SCHEMA_VERSION
-    db = store.connect(path)
-    store.ensure_schema(db)
+    db = database.connect(path)
+    database.ensure_schema(db)
     db.close()
 
     def broken(database):
@@ -320,11 +320,11 @@ def test_a_failed_migration_leaves_the_file_at_its_old_version(tmp_path, monkeyp
         raise RuntimeError("migration bug")
 
     monkeypatch.setattr(models, "SCHEMA_VERSION", current + 1)
-    monkeypatch.setitem(store.MIGRATIONS, current, broken)
-    db = store.connect(path)
+    monkeypatch.setitem(database.MIGRATIONS, current, broken)
+    db = database.connect(path)
     try:
         with pytest.raises(RuntimeError, match="migration bug"):
-            store.ensure_schema(db)
+            database.ensure_schema(db)
         assert db.execute_sql("SELECT version FROM schema_info").fetchall() == [(current,)]
         columns = [row[1] for row in db.execute_sql("PRAGMA table_info(message)").fetchall()]
         assert "priority" not in columns
@@ -333,12 +333,12 @@ def test_a_failed_migration_leaves_the_file_at_its_old_version(tmp_path, monkeyp
 
 
 def test_ensure_schema_refuses_a_newer_file(tmp_path):
-    db = store.connect(tmp_path / "queue.sqlite3")
+    db = database.connect(tmp_path / "queue.sqlite3")
     try:
-        store.ensure_schema(db)
+        database.ensure_schema(db)
         db.execute_sql("UPDATE schema_info SET version = ?", (models.SCHEMA_VERSION + 5,))
-        with pytest.raises(store.SchemaTooNew, match="newer than this Empath understands"):
-            store.ensure_schema(db)
+        with pytest.raises(database.SchemaTooNew, match="newer than this Empath understands"):
+            database.ensure_schema(db)
     finally:
         db.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from empath.config.load import ConfigError, load
+from empath.config import ConfigError, load
 
 CRASHES = Path(__file__).resolve().parents[1] / "fuzz" / "crashes"
 INPUTS = sorted(p for p in CRASHES.glob("*/*") if p.is_file() and not p.name.startswith("."))

@@ -14,7 +14,7 @@ from queue_helpers import NOW, add
 
 from empath.addresses import NULL_SENDER, AddressError, Domain, EmailAddress, NeedsSMTPUTF8, ReversePath, parse_path
 from empath.delivery.routing import NEXT_HOP_SMARTHOST, NextHopId
-from empath.queue import claims as work
+from empath.queue import claims
 
 ROOT = Path(__file__).resolve().parents[2]
 db = queue_helpers.db  # the fixture: a new queue database
@@ -133,17 +133,17 @@ def test_values_pickle_and_check_again():
 
 
 def test_queue_reads_come_back_typed(db):
-    queue_id = add(sender="Boss@Corp.test", rcpts=("r@one.test",))
-    [claimed] = work.claim(NOW, "me", 60, 10)
+    queue_id = add(db, sender="Boss@Corp.test", rcpts=("r@one.test",))
+    [claimed] = claims.claim(db, NOW, "me", 60, 10)
     assert type(claimed.address) is EmailAddress and type(claimed.domain) is Domain
     assert claimed.address.domain == claimed.domain == "one.test"
-    loaded = work.load(db.connection(), queue_id)
+    loaded = claims.load(db.connection(), queue_id)
     assert loaded is not None and type(loaded.sender) is EmailAddress and loaded.sender == "Boss@corp.test"
 
 
 def test_queue_reads_the_null_sender_as_itself(db):
-    queue_id = add(sender="")
-    loaded = work.load(db.connection(), queue_id)
+    queue_id = add(db, sender="")
+    loaded = claims.load(db.connection(), queue_id)
     assert loaded is not None and loaded.sender is NULL_SENDER
 
 
@@ -168,7 +168,7 @@ MIXED = """\
 from empath.addresses import NULL_SENDER, Domain, EmailAddress, ReversePath
 from empath.delivery.dns import Resolver
 from empath.delivery.routing import NextHopId
-from empath.queue.store import NewRecipient
+from empath.queue.insert import NewRecipient
 
 
 def check(resolver: Resolver, address: EmailAddress, sender: ReversePath, text: str) -> None:

@@ -2,7 +2,7 @@
 
 It holds no listener and no lock: the daemon accepted each connection and
 counted it. What a session accepts goes into the queue database through this
-process's own group committer; a commit is reported to the daemon, and so is
+process's own group commit; a commit is reported to the daemon, and so is
 each session's end and, every second, what the sessions counted.
 """
 
@@ -20,7 +20,7 @@ from empath import log as logs
 from empath.config import Config
 from empath.metrics import Counts, Metrics
 from empath.plugins import loader as plugins_loader
-from empath.queue.store import GroupCommitter, Store
+from empath.queue.store import Queue
 from empath.smtp.procs.channel import SESSION_ROWS_PER_MESSAGE, Channel
 from empath.smtp.server import Listening, SmtpServer, describe
 
@@ -34,19 +34,18 @@ class HelperProcess:
         self.channel = channel
         self.number = number
         self.grace = config.timeouts.shutdown_grace
-        self.store = Store(config.database_path, config.queue.max_size)
-        self.committer = GroupCommitter(self.store, config.queue.commit_timeout, on_commit=self._queued)
+        self.queue = Queue(config.database_path, config.queue.max_size, config.queue.commit_timeout, self._queued)
         self.metrics = Metrics()
         self.plugins = plugins_loader.load(config)
-        self.server = SmtpServer(config, self.committer, metrics=self.metrics, plugins=self.plugins)
+        self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins)
         self.server.adopt_listeners()
         self.listening: dict[str, Listening] = {ln.listener.name: ln for ln in self.server.listening}
         self._stop = gevent.event.Event()
         self._reported: Counts = {}
 
     def run(self) -> None:
-        self.store.attach()
-        self.committer.start()
+        self.queue.attach()
+        self.queue.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, self._stop.set)
         reader = gevent.spawn(self._read)
@@ -55,10 +54,10 @@ class HelperProcess:
         self._stop.wait()
         reader.kill()
         self.server.drain(self.grace)
-        self.committer.stop()
+        self.queue.stop()
         reporter.kill()
         self._report()
-        self.store.close()
+        self.queue.close()
 
     def _read(self) -> None:
         try:
@@ -117,7 +116,7 @@ class HelperProcess:
 
     def _reload(self, config: Config) -> None:
         self.server.reconfigure(config)
-        self.committer.timeout = config.queue.commit_timeout
+        self.queue.timeout = config.queue.commit_timeout
         self.grace = config.timeouts.shutdown_grace
         logs.set_level(config.log_level)
         self.plugins.reload()

@@ -6,7 +6,7 @@ the daemon starts N helper processes (smtp/helper.py). It still listens and
 accepts every connection itself, so the connection limits stay exact and
 counted in one place, then hands the socket to the helper serving the fewest
 sessions. A helper runs the session as the daemon would and commits what it
-accepts into the same queue database with a group committer of its own
+accepts into the same queue database with a group commit of its own
 (SQLite's write lock puts the processes' commits in order); after each commit
 it tells the daemon, whose scheduler then looks for the new mail at once.
 

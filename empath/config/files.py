@@ -1,0 +1,49 @@
+"""Checks of the files a config names that the config itself can make: the TLS
+pair loads, the users file and the log's directory exist, the smarthost's
+password file and the CA file read. (The daemon adds the checks of the parts
+that own other files: plug-ins, DKIM keys, the control socket's tokens.)
+"""
+
+import ssl
+from pathlib import Path
+
+from empath.config.model import Config
+
+
+def check_files(config: Config) -> list[str]:
+    """Problems with the files the config names: they must exist and load."""
+    problems = []
+    if config.tls_certificate is not None and config.tls_key is not None:
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(config.tls_certificate), str(config.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"tls.certificate: cannot load {config.tls_certificate} with its key: {exc}")
+    if config.users_file is not None and not config.users_file.is_file():
+        problems.append(
+            f"auth.users_file: {config.users_file} does not exist (create it with: empathctl user add NAME)"
+        )
+    if config.log_file is not None and not config.log_file.parent.is_dir():
+        problems.append(f"server.log_file: directory {config.log_file.parent} does not exist")
+    if config.smarthost is not None and config.smarthost.password_file is not None:
+        try:
+            read_password(config.smarthost.password_file)
+        except ValueError as exc:
+            problems.append(f"smarthost.password_file: {exc}")
+    if config.delivery.tls_ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(config.delivery.tls_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"delivery.tls_ca_file: cannot load {config.delivery.tls_ca_file}: {exc}")
+    return problems
+
+
+def read_password(path: Path) -> str:
+    """The first line of a password file; ValueError if it cannot be read or is empty."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if not lines or not lines[0]:
+        raise ValueError(f"{path} is empty")
+    return lines[0]
