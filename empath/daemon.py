@@ -29,7 +29,7 @@ from empath.plugins import loader as plugins_loader
 from empath.queue import stats
 from empath.queue.database import lock_data_dir
 from empath.queue.store import Queue
-from empath.smtp.procs.pool import Helpers
+from empath.smtp.procs.pool import HelperPool
 from empath.smtp.server import SmtpServer
 
 log = logging.getLogger("empath")
@@ -74,9 +74,9 @@ class Daemon:
         self.scheduler = Scheduler(config, self.queue, courier, metrics=self.metrics)
         self.queue.on_commit = self.scheduler.wake
         self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins)
-        self.helpers: Helpers | None = None
+        self.helpers: HelperPool | None = None
         if config.smtp_processes > 1:
-            self.helpers = self.server.helpers = Helpers(config, self.metrics, on_queued=self.scheduler.wake)
+            self.helpers = self.server.helpers = HelperPool(config, self.metrics, on_queued=self.scheduler.wake)
         self._watch(self.resolver)
         self.control = ControlServer(config.control_socket, config.control.group, _tokens(config), DaemonVerbs(self))
         self._stop = gevent.event.Event()

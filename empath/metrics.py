@@ -35,7 +35,7 @@ from empath import __version__
 log = logging.getLogger("empath")
 
 # The counters a session updates: a helper process reports them to the daemon,
-# which serves them (smtp/helpers.py). Connections are counted by the daemon itself.
+# which serves them (smtp/procs/pool.py). Connections are counted by the daemon itself.
 SESSION_COUNTERS = ("commands_rejected", "messages_received", "received_bytes", "tls_handshakes", "auth", "queue_in")
 Counts = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 # What the queue holds: recipients by state and the oldest message's receipt time
@@ -189,7 +189,7 @@ class Metrics:
         """The gauge is the sum of the groups' sizes (a gevent Group or Pool each)."""
         self.greenlets.set_function(lambda: sum(len(g) for g in groups))
 
-    # -- what SMTP helper processes count (smtp/helpers.py) ------------------------
+    # -- what SMTP helper processes count (smtp/procs/pool.py) ------------------------
 
     def session_counts(self) -> Counts:
         """The running totals of the counters a session touches, by attribute and labels."""

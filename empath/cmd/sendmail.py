@@ -7,7 +7,7 @@ stopped; a running daemon is then nudged to deliver it at once.
 
 Flags: -t (recipients from To/Cc/Bcc; Bcc is removed), -f/-r SENDER,
 -F NAME, -i / -oi (a lone dot does not end the input), -bm (the default),
--bs (an SMTP dialogue on stdin and stdout: stdio_smtp.py), -bp (list the
+-bs (an SMTP dialogue on stdin and stdout: smtp/stdio.py), -bp (list the
 queue, as mailq), -q (retry the deferred queue now), -C FILE
 (the config; default $EMPATH_CONFIG, then /etc/empath/empath.toml), -- and
 recipients as arguments. Other -o options and -v are accepted and ignored,
@@ -16,6 +16,7 @@ as sendmail does. Exit codes follow sysexits.h.
 
 import email.utils
 import getpass
+import logging
 import os
 import signal
 import sys
@@ -195,12 +196,6 @@ def build(
     return submit.compose(config, origin, envelope, data, queue_id, now, uuid.uuid4().hex)
 
 
-def warn_unsigned(signing: dkim.Signing) -> None:
-    """A message queued without a signature it should have: say so, the message is not lost."""
-    for key, why in signing.failed:
-        print(f"sendmail: queued unsigned by {key.domain} (DKIM selector {key.selector}): {why}", file=sys.stderr)
-
-
 def enqueue(config: Config, msg: NewMessage) -> None:
     insert_alone(config.database_path, msg, config.queue.max_size)
 
@@ -233,10 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.mode == "list":
         return mailq.show(config)
     if opts.mode == "smtp":
-        # Imported here: only -bs needs gevent and the SMTP machine.
-        from empath.smtp import stdio as stdio_smtp
-
-        return stdio_smtp.serve(config, getpass.getuser())
+        return serve_smtp(config, getpass.getuser())
     if opts.mode == "flush":
         if not nudge(config, signal.SIGUSR1):
             print("sendmail: the Empath daemon is not running; mail will go when it starts", file=sys.stderr)
@@ -266,8 +258,39 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - peewee/sqlite errors: one clear line, not a traceback
         print(f"sendmail: cannot queue the message in {config.database_path}: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
-    warn_unsigned(signing)
+    for line in signing.warnings():  # queued all the same: nothing is lost
+        print(f"sendmail: {line}", file=sys.stderr)
     nudge(config, signal.SIGUSR2)
+    return EX_OK
+
+
+def serve_smtp(config: Config, user: str) -> int:
+    """sendmail -bs: one SMTP dialogue on stdin and stdout (smtp/stdio.py); the exit code its end calls for."""
+    # Imported here: only -bs needs gevent and the SMTP session.
+    from empath.smtp import stdio
+
+    # The session's log events stay unsaid: what matters to the caller goes to stderr below.
+    logging.getLogger("empath").addHandler(logging.NullHandler())
+
+    def store(message: NewMessage) -> None:
+        try:
+            enqueue(config, message)
+        except Exception as exc:  # noqa: BLE001 - sqlite errors too: a 451 and one line, not a traceback
+            print(f"sendmail: cannot queue the message in {config.database_path}: {exc}", file=sys.stderr)
+            raise QueueError(str(exc)) from None
+        nudge(config, signal.SIGUSR2)
+
+    session = stdio.LocalSession(config, user, stdio.Pipe(0, 1), store)
+    outcome = session.run()
+    if outcome == "timeout":
+        print("sendmail: timed out waiting for the client", file=sys.stderr)
+        return EX_TEMPFAIL
+    if outcome == "internal error":
+        print(f"sendmail: internal error: {type(session.error).__name__}: {session.error}", file=sys.stderr)
+        return EX_SOFTWARE
+    if session.machine.transaction is not None:
+        print("sendmail: the input ended inside a mail transaction; it was not queued", file=sys.stderr)
+        return EX_PROTOCOL
     return EX_OK
 
 

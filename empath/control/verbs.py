@@ -7,21 +7,41 @@ JSON-ready result, or raises VerbError with the text the client shows.
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from prometheus_client import Counter
 
 from empath import __version__
+from empath.config import Config
 from empath.control.protocol import Request, VerbError
 from empath.control.queue_verbs import QueueVerbs
 from empath.control.reload import ReloadRefused
+from empath.delivery.scheduler import Scheduler
+from empath.metrics import Metrics
 from empath.queue import stats
-
-if TYPE_CHECKING:
-    from prometheus_client import Counter
-
-    from empath.daemon import Daemon
+from empath.queue.store import Queue
+from empath.smtp.procs.pool import HelperPool
+from empath.smtp.server import SmtpServer
 
 
-def total(metric: "Counter", **labels: str) -> int:
+class Running(Protocol):
+    """What the verbs ask of the running daemon (daemon.py): its parts, its reload."""
+
+    config: Config
+    started_at: float
+    restart_needed: list[str]  # settings a reload changed that wait for a restart
+    queue: Queue
+    scheduler: Scheduler
+    server: SmtpServer
+    helpers: HelperPool | None
+    metrics: Metrics
+
+    def reload(self) -> dict: ...
+
+    def set_log_level(self, name: str) -> None: ...
+
+
+def total(metric: Counter, **labels: str) -> int:
     """A counter's value summed over the label values that match ``labels``."""
     return int(
         sum(
@@ -34,7 +54,7 @@ def total(metric: "Counter", **labels: str) -> int:
 
 
 class DaemonVerbs:
-    def __init__(self, daemon: "Daemon"):
+    def __init__(self, daemon: Running):
         self.daemon = daemon
         scheduler = daemon.scheduler
         queue = QueueVerbs(daemon.queue.call, daemon.queue.write, scheduler.wake, scheduler.clock)

@@ -8,7 +8,6 @@ what happened.
 """
 
 import base64
-import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -16,31 +15,8 @@ from dataclasses import dataclass
 from empath.addresses import EmailAddress, ReversePath
 from empath.smtp import wire
 from empath.smtp.commands import xtext_encode
-from empath.smtp.connection import send_all
-
-_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
-
-
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    lines: tuple[str, ...]
-
-    @property
-    def status(self) -> str:
-        """The enhanced status code the remote gave, or one derived from the reply code."""
-        m = _STATUS.match(self.lines[0]) if self.lines else None
-        if m and m.group(1) == str(self.code)[0]:
-            return f"{m.group(1)}.{m.group(2)}.{m.group(3)}"
-        return f"{self.code // 100}.0.0"
-
-    @property
-    def text(self) -> str:
-        return f"{self.code} " + " ".join(line.strip() for line in self.lines)
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 400
+from empath.smtp.replies import Reply
+from empath.smtp.wire import send_all
 
 
 class SmtpError(Exception):
@@ -66,7 +42,7 @@ class SmtpError(Exception):
 
     @property
     def diagnostic(self) -> str:
-        return self.reply.text if self.reply else self.text
+        return self.reply.summary if self.reply else self.text
 
 
 class Stale(SmtpError):
@@ -76,23 +52,25 @@ class Stale(SmtpError):
 
 
 @dataclass(frozen=True)
-class Timeouts:
+class ClientTimeouts:
     connect: float = 30.0
     command: float = 300.0
     data: float = 600.0
 
 
 @dataclass(frozen=True)
-class Recipient:
+class OutboundRecipient:
     address: EmailAddress
     notify: str | None = None  # as stored: comma-separated
     orcpt: str | None = None  # as stored: "type;address"
 
 
 @dataclass(frozen=True)
-class Envelope:
+class OutboundEnvelope:
+    """The envelope of one transaction with a next hop."""
+
     sender: ReversePath
-    recipients: tuple[Recipient, ...]
+    recipients: tuple[OutboundRecipient, ...]
     size: int
     smtputf8: bool = False
     body_type: str = "7BIT"
@@ -106,7 +84,7 @@ MAX_REPLY_LINES = 100
 class Connection:
     """An open, greeted, EHLO'd (and maybe TLS and AUTH'd) connection."""
 
-    def __init__(self, sock: socket.socket, host: str, address: str, port: int, timeouts: Timeouts):
+    def __init__(self, sock: socket.socket, host: str, address: str, port: int, timeouts: ClientTimeouts):
         self.sock = sock
         self.host = host  # the name we looked up (for logs, Remote-MTA, certificate checks)
         self.address = address
@@ -147,7 +125,7 @@ class Connection:
             raise SmtpError(step, f"timeout after {timeout:g}s waiting for the reply", elsewhere=elsewhere) from None
         except (OSError, ssl.SSLError) as exc:
             raise SmtpError(step, f"connection lost: {exc}", elsewhere=elsewhere) from None
-        reply = Reply(code, tuple(lines))
+        reply = Reply.heard(code, lines)
         self.broken = code == 421
         if code == 421:
             # The remote is closing: nothing more will work on this connection.
@@ -173,7 +151,7 @@ class Connection:
         reply = self.command("EHLO", f"EHLO {name}")
         if reply.ok:
             self.extensions = {}
-            for line in reply.lines[1:]:
+            for line in reply.text.split("\n")[1:]:
                 keyword, _, params = line.partition(" ")
                 self.extensions[keyword.upper()] = params.strip()
             return
@@ -219,7 +197,7 @@ class Connection:
         if reply.code != 235:
             raise SmtpError("AUTH", "the remote refused our credentials", reply)
 
-    def send(self, envelope: Envelope, body: bytes) -> dict[str, Reply]:
+    def send(self, envelope: OutboundEnvelope, body: bytes) -> dict[str, Reply]:
         """One transaction; the remote's verdict for each recipient.
 
         Raises SmtpError when the transaction as a whole failed: refused
@@ -263,7 +241,7 @@ class Connection:
             self._reset_after_refusal(data_reply)
             if data_reply.code < 400:
                 # Not 354 and not a refusal: out of step, so try again (4.5.0), never deliver.
-                raise SmtpError("DATA", f"unexpected reply to DATA: {data_reply.text}", status="4.5.0")
+                raise SmtpError("DATA", f"unexpected reply to DATA: {data_reply.summary}", status="4.5.0")
             # A refusal of DATA concerns the recipients the message would have
             # gone to; one refused at RCPT keeps its own verdict (a 450 there
             # must stay deferred when DATA gets a 554).
@@ -298,7 +276,7 @@ class Connection:
         if not reply.ok:
             self.broken = True
             # Not the message's fault: a temporary status whatever the reply's class.
-            raise Stale("RSET", f"the idle connection refused RSET: {reply.text}")
+            raise Stale("RSET", f"the idle connection refused RSET: {reply.summary}")
 
     def quit(self) -> None:
         """End the session politely, or just close it when it is broken."""
@@ -321,7 +299,7 @@ class Connection:
 
     # -- helpers -------------------------------------------------------------
 
-    def _check_fits(self, envelope: Envelope, body: bytes) -> None:
+    def _check_fits(self, envelope: OutboundEnvelope, body: bytes) -> None:
         limit = self.extensions.get("SIZE", "")
         if limit.isdigit() and int(limit) and envelope.size > int(limit):
             raise SmtpError(
@@ -338,7 +316,7 @@ class Connection:
             # we do not rewrite messages into 7-bit encodings, so it is returned.
             raise SmtpError("MAIL", "the message has 8-bit content, which the remote does not accept", status="5.6.3")
 
-    def _mail_params(self, envelope: Envelope, dsn: bool, body: bytes) -> str:
+    def _mail_params(self, envelope: OutboundEnvelope, dsn: bool, body: bytes) -> str:
         params = []
         utf8 = envelope.smtputf8 and "SMTPUTF8" in self.extensions
         # SMTPUTF8 implies 8-bit content; sent without it, 8-bit content needs BODY=8BITMIME.
@@ -356,7 +334,7 @@ class Connection:
         return "".join(" " + p for p in params)
 
     @staticmethod
-    def _rcpt_params(recipient: Recipient, dsn: bool) -> str:
+    def _rcpt_params(recipient: OutboundRecipient, dsn: bool) -> str:
         if not dsn:
             return ""
         params = []
@@ -376,11 +354,11 @@ class Connection:
         self.reset()
 
     @staticmethod
-    def _refused_all(envelope: Envelope, replies: list[Reply]) -> dict[str, Reply]:
+    def _refused_all(envelope: OutboundEnvelope, replies: list[Reply]) -> dict[str, Reply]:
         return {r.address: reply for r, reply in zip(envelope.recipients, replies, strict=True)}
 
 
-def _needs_smtputf8(envelope: Envelope, body: bytes) -> bool:
+def _needs_smtputf8(envelope: OutboundEnvelope, body: bytes) -> bool:
     """Does the message use what SMTPUTF8 allows: a non-ASCII address, or header field?"""
     addresses = [envelope.sender, *(r.address for r in envelope.recipients)]
     header = body.split(b"\r\n\r\n", 1)[0]
@@ -396,7 +374,7 @@ def open_connection(
     address: str,
     port: int,
     helo: str,
-    timeouts: Timeouts,
+    timeouts: ClientTimeouts,
     tls: str,
     tls_context: ssl.SSLContext | None,
     credentials: tuple[str, str] | None = None,
@@ -420,7 +398,7 @@ def _open(
     address: str,
     port: int,
     helo: str,
-    timeouts: Timeouts,
+    timeouts: ClientTimeouts,
     tls: str,
     tls_context: ssl.SSLContext | None,
     credentials: tuple[str, str] | None,

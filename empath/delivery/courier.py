@@ -17,7 +17,7 @@ from empath.addresses import EmailAddress
 from empath.config import Config
 from empath.config.model import NextHop
 from empath.delivery import client
-from empath.delivery.client import Connection, Envelope, Reply, SmtpError
+from empath.delivery.client import Connection, OutboundEnvelope, OutboundRecipient, SmtpError
 from empath.delivery.connections import ConnectionPool
 from empath.delivery.dns import DnsError, Resolver
 from empath.delivery.routing import Route
@@ -26,6 +26,7 @@ from empath.plugins.api import Context
 from empath.plugins.loader import Plugins
 from empath.queue.claims import Claimed, Loaded
 from empath.queue.states import State
+from empath.smtp.replies import Reply
 
 # The steps before a transaction: failing one says nothing about the message.
 CONNECTION_STEPS = ("connect", "greeting", "EHLO", "HELO", "STARTTLS", "AUTH")
@@ -100,7 +101,7 @@ class Courier:
         self.credentials = credentials
         self.plugins = plugins or Plugins()
         d = config.delivery
-        self.timeouts = client.Timeouts(d.connect_timeout, d.command_timeout, d.data_timeout)
+        self.timeouts = client.ClientTimeouts(d.connect_timeout, d.command_timeout, d.data_timeout)
         self.contexts = tls_contexts(str(d.tls_ca_file) if d.tls_ca_file else None)
         self.own = {(ln.host, ln.port) for ln in config.listeners}
 
@@ -145,9 +146,9 @@ class Courier:
             return self._all(recipients, kind, exc.status, f"DNS: {exc.text}", connected=None)
         except Loop as exc:
             return self._all(recipients, State.BOUNCED, "5.4.6", str(exc), connected=None)
-        envelope = Envelope(
+        envelope = OutboundEnvelope(
             sender=message.sender,
-            recipients=tuple(client.Recipient(r.address, r.notify, r.orcpt) for r in recipients),
+            recipients=tuple(OutboundRecipient(r.address, r.notify, r.orcpt) for r in recipients),
             size=len(message.body),
             smtputf8=message.smtputf8,
             body_type=message.body_type,
@@ -278,7 +279,7 @@ class Courier:
     def _verdict(r: Claimed, reply: Reply, conn: Connection, dsn: bool) -> Verdict:
         kind = State.DELIVERED if reply.code < 400 else State.DEFERRED if reply.code < 500 else State.BOUNCED
         relayed = kind == State.DELIVERED and not dsn
-        return Verdict(r.address, kind, reply.status, reply.text, conn.host, relayed)
+        return Verdict(r.address, kind, reply.status, reply.summary, conn.host, relayed)
 
     @staticmethod
     def _all(

@@ -114,6 +114,11 @@ class Signing:
     signed: list[DkimKey] = field(default_factory=list)
     failed: list[tuple[DkimKey, str]] = field(default_factory=list)  # a key that should have signed, and why not
 
+    def warnings(self) -> list[str]:
+        """A line for each key that should have signed the queued message and did not
+        (what the local commands print; the daemon logs ``dkim_failed`` instead)."""
+        return [f"queued unsigned by {key.domain} (DKIM selector {key.selector}): {why}" for key, why in self.failed]
+
 
 def sign(message: bytes, keys: Sequence[DkimKey]) -> Signing:
     """Sign ``message`` with every key of its From domain. Never raises: a key that

@@ -14,7 +14,6 @@ from empath.addresses import ReversePath
 from empath.config import Config
 from empath.message import dkim, stamp
 from empath.queue.insert import NewMessage, NewRecipient
-from empath.smtp.machine import Envelope as Transaction
 
 
 @dataclass(frozen=True)
@@ -25,19 +24,6 @@ class Envelope:
     body_type: str = "7BIT"
     dsn_ret: str | None = None
     dsn_envid: str | None = None
-
-
-def smtp_envelope(transaction: Transaction, body_type: str | None = None) -> Envelope:
-    """The envelope of an SMTP mail transaction; ``body_type`` when the data is not taken as declared."""
-    mail = transaction.mail
-    return Envelope(
-        sender=transaction.sender,
-        recipients=[NewRecipient(r.address, r.domain, r.args.notify, r.args.orcpt) for r in transaction.recipients],
-        smtputf8=mail.smtputf8,
-        body_type=body_type or mail.body,
-        dsn_ret=mail.ret,
-        dsn_envid=mail.envid,
-    )
 
 
 @dataclass(frozen=True)

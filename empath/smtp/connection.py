@@ -10,11 +10,10 @@ import ssl
 import gevent
 from gevent import select
 
+from empath.smtp.wire import SMALL_SEND, send_all
+
 RECV_SIZE = 65536
 
-
-# Up to this much goes out with plain sends; more with sendall (see send_all).
-SMALL_SEND = 65536
 # Replies are held until the next blocking read (one packet for a pipelined
 # group), but never more than this: a client that pipelines thousands of
 # commands without reading the replies would otherwise make the session
@@ -24,20 +23,6 @@ MAX_PENDING = SMALL_SEND
 
 class ConnectionClosed(Exception):
     pass
-
-
-def send_all(sock: socket.socket, data: bytes) -> None:
-    """``sock.sendall(data)`` for a reply or a command without the syscall that
-    gevent's sendall adds to every call (a getsockopt, for its chunk size): one
-    ``send`` that almost always takes it all. Big data still goes with sendall,
-    whose timeout counts for the whole of it, and so does whatever is not a
-    socket (sendmail -bs gives a pipe that has only recv and sendall)."""
-    if len(data) > SMALL_SEND or not isinstance(sock, socket.socket):
-        sock.sendall(data)
-        return
-    sent = sock.send(data)
-    while sent < len(data):
-        sent += sock.send(data[sent:])
 
 
 class Connection:

@@ -37,7 +37,7 @@ class Action(enum.Enum):
     STARTTLS = "starttls"  # send the replies, then do the TLS handshake
     CHECK_AUTH = "check_auth"  # check Step.credentials, then call auth_result()
     READ_DATA = "read_data"  # send the replies, then read the message and call data_end()
-    ENQUEUE = "enqueue"  # commit envelope() and the data, then call queued() or queue_failed()
+    ENQUEUE = "enqueue"  # commit the transaction and the data, then call queued() or queue_failed()
     CHECK = "check"  # run the plug-ins of Step.check, then call checked()
 
 
@@ -78,16 +78,20 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class Recipient:
+class AcceptedRcpt:
+    """A recipient the transaction took: the address (<Postmaster> made whole), its domain, its parameters."""
+
     address: EmailAddress
     domain: Domain
     args: RcptArgs
 
 
 @dataclass
-class Envelope:
+class Transaction:
+    """The mail transaction under way: from MAIL to the end of DATA, or RSET."""
+
     mail: MailArgs
-    recipients: list[Recipient] = field(default_factory=list)
+    recipients: list[AcceptedRcpt] = field(default_factory=list)
     rcpt_tried: bool = False
 
     @property
@@ -132,7 +136,7 @@ class Machine:
         self.helo: str | None = None
         self.esmtp = False
         self.auth_user: str | None = None
-        self.envelope: Envelope | None = None
+        self.transaction: Transaction | None = None
         self.errors = 0
         self.auth_failures = 0
         self._local_domains = frozenset(policy.local_domains)
@@ -183,7 +187,7 @@ class Machine:
         self.state = State.FRESH
         self.helo = None
         self.esmtp = False
-        self.envelope = None
+        self.transaction = None
         self.auth_user = None
 
     def auth_result(self, ok: bool) -> Step:
@@ -313,7 +317,7 @@ class Machine:
             return self._fail(replies.TLS_NOT_AVAILABLE)
         if self.state is State.FRESH or not self.esmtp:
             return self._fail(replies.NEED_HELO.with_text("Say EHLO first"))
-        if self.envelope is not None:
+        if self.transaction is not None:
             return self._fail(replies.BAD_SEQUENCE.with_text("Mail transaction in progress"))
         return Step((replies.READY_TLS,), Action.STARTTLS)
 
@@ -326,7 +330,7 @@ class Machine:
             return self._fail(replies.NEED_HELO.with_text("Say EHLO first"))
         if self.auth_user is not None:
             return self._fail(replies.AUTH_ALREADY)
-        if self.envelope is not None:
+        if self.transaction is not None:
             return self._fail(replies.BAD_SEQUENCE.with_text("Mail transaction in progress"))
         mechanism, _, initial = arg.partition(" ")
         mechanism = mechanism.upper()
@@ -385,7 +389,7 @@ class Machine:
     def _cmd_mail(self, arg: str) -> Step:
         if self.state is State.FRESH:
             return self._fail(replies.NEED_HELO)
-        if self.envelope is not None:
+        if self.transaction is not None:
             return self._fail(replies.NESTED_MAIL)
         if self.policy.mode == "submission" and self.auth_user is None:
             return self._fail(replies.AUTH_REQUIRED if self.tls_active else replies.TLS_REQUIRED)
@@ -399,16 +403,16 @@ class Machine:
             return Step((replies.INSUFFICIENT_STORAGE,))
 
         def accept() -> None:
-            self.envelope = Envelope(mail)
+            self.transaction = Transaction(mail)
             self.state = State.MAIL
 
         return self._accept(Check("mail", mail=mail), replies.SENDER_OK, accept)
 
     def _cmd_rcpt(self, arg: str) -> Step:
-        if self.envelope is None:
+        if self.transaction is None:
             return self._fail(replies.NEED_MAIL)
-        self.envelope.rcpt_tried = True
-        rcpt = parse_rcpt(arg, utf8=self.envelope.mail.smtputf8)
+        self.transaction.rcpt_tried = True
+        rcpt = parse_rcpt(arg, utf8=self.transaction.mail.smtputf8)
         if not self.esmtp and rcpt.has_params:
             return self._fail(replies.BAD_PARAMETER.with_text("Parameters need EHLO"))
         client = Client(self.client_address, self.trusted, self.auth_user is not None)
@@ -420,7 +424,7 @@ class Machine:
         else:
             assert rcpt.path.mailbox is not None
             address, domain = rcpt.path.mailbox.address, rcpt.path.mailbox.domain
-        recipients = self.envelope.recipients
+        recipients = self.transaction.recipients
         if any(r.address == address for r in recipients):
             return Step((replies.RECIPIENT_OK,))
         if len(recipients) >= self.policy.limits.max_recipients:
@@ -428,24 +432,24 @@ class Machine:
         return self._accept(
             Check("rcpt", recipient=address),
             replies.RECIPIENT_OK,
-            lambda: recipients.append(Recipient(address, domain, rcpt)),
+            lambda: recipients.append(AcceptedRcpt(address, domain, rcpt)),
         )
 
     def _cmd_data(self, arg: str) -> Step:
         if arg:
             return self._fail(replies.SYNTAX_ERROR)
-        if self.envelope is None:
+        if self.transaction is None:
             return self._fail(replies.NEED_MAIL)
-        if not self.envelope.recipients:
+        if not self.transaction.recipients:
             # RFC 2920 §3.1: 554 once RCPTs were refused, 503 when none was tried.
-            return self._fail(replies.NO_VALID_RECIPIENTS if self.envelope.rcpt_tried else replies.NEED_RCPT)
+            return self._fail(replies.NO_VALID_RECIPIENTS if self.transaction.rcpt_tried else replies.NEED_RCPT)
         self.state = State.DATA
         return Step((replies.START_DATA,), Action.READ_DATA)
 
     # -- helpers ---------------------------------------------------------------
 
     def _reset(self) -> None:
-        self.envelope = None
+        self.transaction = None
         if self.state is not State.FRESH:
             self.state = State.READY
 

@@ -1,20 +1,49 @@
-"""Every reply the SMTP server sends, by name, with its enhanced status code.
+"""SMTP replies: the one Reply type of both ends, and every reply the server
+sends, by name, with its enhanced status code.
 
 The server and the tests both use these names, so a test asserts against
-``replies.RELAY_DENIED`` rather than a number copied by hand.
+``replies.RELAY_DENIED`` rather than a number copied by hand. The client
+reads a next hop's answer into the same type (``Reply.heard``).
 """
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+
+# An enhanced status code at the start of a reply's first line (RFC 3463).
+_HEARD_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 
 
 @dataclass(frozen=True)
 class Reply:
     code: int
     status: str  # enhanced status code (RFC 3463), "" where none applies
+    # The lines of text after the code, joined by newlines. Ours leave the
+    # status out (render puts it in front of each line); a heard one keeps
+    # its lines as the remote sent them.
     text: str
     # The catalogue name in lower case (relay_denied), kept by with_text and
     # format; for metrics and logs. Not part of a reply's identity.
     name: str = field(default="", compare=False, repr=False)
+
+    @classmethod
+    def heard(cls, code: int, lines: Sequence[str]) -> "Reply":
+        """A reply read from a remote server. Its status is the enhanced code its first
+        line starts with, when that agrees with the reply code; else one derived from the code."""
+        m = _HEARD_STATUS.match(lines[0]) if lines else None
+        agrees = m is not None and m.group(1) == str(code)[0]
+        status = ".".join(m.groups()) if m is not None and agrees else f"{code // 100}.0.0"
+        return cls(code, status, "\n".join(lines))
+
+    @property
+    def ok(self) -> bool:
+        """A positive reply: 2xx, or 3xx (go on)."""
+        return 200 <= self.code < 400
+
+    @property
+    def summary(self) -> str:
+        """The reply on one line, code first, as logs, deferrals and bounces quote it."""
+        return f"{self.code} " + " ".join(line.strip() for line in self.text.split("\n"))
 
     def with_text(self, text: str) -> "Reply":
         return replace(self, text=text)

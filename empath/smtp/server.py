@@ -1,4 +1,5 @@
-"""The listeners: accept connections, enforce connection limits, run sessions."""
+"""The listeners: accept connections, enforce connection limits, run sessions
+here or hand them to an SMTP helper process."""
 
 import logging
 import socket
@@ -6,7 +7,7 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 import gevent.pool
@@ -17,16 +18,14 @@ from empath.log import event
 from empath.metrics import Metrics
 from empath.plugins.loader import Plugins
 from empath.queue.database import free_space
+from empath.queue.insert import NewMessage
 from empath.queue.store import Queue
 from empath.smtp import replies
 from empath.smtp.connection import Connection
 from empath.smtp.machine import Policy
 from empath.smtp.relay import is_trusted
-from empath.smtp.session import Session, Shutdown
+from empath.smtp.session import Listening, Session, Shutdown
 from empath.users import Users
-
-if TYPE_CHECKING:
-    from empath.smtp.procs.pool import Helpers
 
 log = logging.getLogger("empath.smtp")
 
@@ -40,12 +39,15 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-@dataclass
-class Listening:
-    server: "SmtpServer"
-    listener: Listener
-    policy: Policy
-    stream: StreamServer | None = None
+class Handover(Protocol):
+    """Somewhere else to serve a session: the SMTP helper processes (smtp/procs/pool.py)."""
+
+    def serve(self, listener: str, sock: socket.socket, client: str) -> str | None:
+        """Serve the connection to its end and say how it ended; None if it could not be
+        handed over (no helper ready): then this process serves it."""
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """What `empathctl connections` shows of the sessions served there."""
 
 
 @dataclass
@@ -57,11 +59,12 @@ class SmtpServer:
     sessions: gevent.pool.Group = field(default_factory=gevent.pool.Group)
     active: set[Session] = field(default_factory=set)  # what `empathctl connections` lists
     listening: list[Listening] = field(default_factory=list)
+    streams: list[StreamServer] = field(default_factory=list)
     per_client: Counter = field(default_factory=Counter)
     accepting: bool = True
     metrics: Metrics = field(default_factory=Metrics)
     plugins: Plugins = field(default_factory=Plugins)
-    helpers: "Helpers | None" = None  # the SMTP helper processes sessions are handed to, if any
+    helpers: Handover | None = None  # the SMTP helper processes sessions are handed to, if any
 
     def __post_init__(self) -> None:
         self.tls_context = tls_context(self.config)
@@ -70,6 +73,9 @@ class SmtpServer:
 
     def is_trusted(self, address: str) -> bool:
         return is_trusted(address, self.config.trusted_networks)
+
+    def enqueue(self, message: NewMessage) -> None:
+        self.queue.enqueue(message)
 
     def storage_available(self, size: int) -> bool:
         """Postfix's rule: keep room for the message and half again, and the configured floor."""
@@ -111,7 +117,7 @@ class SmtpServer:
             sock.listen(1024)
             stream = StreamServer(sock, lambda s, a, ln=listening: self._accept(ln, s, a))
             stream.start()
-            listening.stream = stream
+            self.streams.append(stream)
             self.listening.append(listening)
             self.metrics.listener(listener.name)
             event(log, "listening", listener=listener.name)
@@ -133,8 +139,7 @@ class SmtpServer:
         self.metrics.connections_open.labels(name).inc()
         outcome = "error"
         try:
-            helper = self.helpers.pick() if self.helpers is not None else None
-            handed = helper.serve(name, sock, client) if helper is not None else None
+            handed = self.helpers.serve(name, sock, client) if self.helpers is not None else None
             outcome = handed if handed is not None else self.run_session(listening, sock, client)
         finally:
             self.metrics.connections_open.labels(name).dec()
@@ -159,10 +164,9 @@ class SmtpServer:
         session = Session(listening, Connection(sock, self.config.timeouts.command), client)
         self.active.add(session)
         try:
-            session.run()
+            return session.run()
         finally:
             self.active.discard(session)
-        return getattr(session, "outcome", "error")
 
     def reconfigure(self, config: Config) -> None:
         """Put a reloaded config in force for the sessions that start from now on."""
@@ -183,9 +187,8 @@ class SmtpServer:
 
     def stop_listening(self) -> None:
         self.accepting = False
-        for listening in self.listening:
-            if listening.stream is not None:
-                listening.stream.close()
+        for stream in self.streams:
+            stream.close()
 
     def drain(self, grace: float) -> None:
         """Let sessions finish for ``grace`` seconds, then end the rest with 421."""

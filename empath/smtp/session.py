@@ -3,6 +3,11 @@
 Everything that decides lives in the Machine; this module only moves bytes,
 runs the actions the machine asks for, and makes sure that whatever goes
 wrong in one session is logged and ends that session alone.
+
+A session is run by a ``Host``: the daemon's SMTP server (a network
+connection), or ``sendmail -bs`` (stdin and stdout, smtp/stdio.py), which
+runs this same loop through a subclass that changes where the message goes
+and how the session ends, not how the dialogue goes.
 """
 
 import dataclasses
@@ -10,29 +15,54 @@ import logging
 import ssl
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 
 from empath import threads
+from empath.config import Config, Listener
 from empath.log import audit, event
-from empath.message import stamp, submit
+from empath.message import dkim, stamp, submit
+from empath.metrics import Metrics
 from empath.plugins.api import Context, apply_headers, parse_headers
+from empath.plugins.loader import Plugins
 from empath.plugins.runner import PASS, Verdict
 from empath.queue import ids
 from empath.queue.database import QueueError, StorageFull
+from empath.queue.insert import NewMessage, NewRecipient
 from empath.smtp import replies
 from empath.smtp.commands import MailArgs
 from empath.smtp.connection import Connection, ConnectionClosed
 from empath.smtp.data import DataReader
-from empath.smtp.machine import Action, Check, Machine, Step
+from empath.smtp.machine import Action, Check, Machine, Policy, Step, Transaction
 from empath.smtp.replies import Reply
-from empath.users import UsersFileError
-
-if TYPE_CHECKING:
-    from empath.smtp.server import Listening
+from empath.users import Users, UsersFileError
 
 log = logging.getLogger("empath.smtp")
+
+
+class Host(Protocol):
+    """What a session needs of whoever runs it."""
+
+    config: Config
+    metrics: Metrics
+    plugins: Plugins
+    tls_context: ssl.SSLContext | None
+    users: Users | None
+
+    def is_trusted(self, address: str) -> bool: ...
+
+    def enqueue(self, message: NewMessage) -> None:
+        """Return once ``message`` is durably queued; raise QueueError if it is not."""
+
+
+@dataclasses.dataclass
+class Listening:
+    """A listener and what every session on it shares; a reload replaces its policy."""
+
+    host: Host
+    listener: Listener
+    policy: Policy
 
 
 class Shutdown(Exception):
@@ -40,25 +70,28 @@ class Shutdown(Exception):
 
 
 class Session:
-    def __init__(self, listening: "Listening", conn: Connection, client_address: str):
+    linger = 1.0  # seconds to read what a client still sends after our last reply, before closing
+
+    def __init__(self, listening: Listening, conn: Connection, client_address: str):
         self.listening = listening
-        self.server = listening.server
-        self.config = self.server.config
+        self.host = listening.host
+        self.config = self.host.config
         self.conn = conn
         self.client = client_address
         self.trace_id = uuid.uuid4().hex
         self.started = time.time()
         self._body: bytes | bytearray = b""  # the message just read, between READ_DATA and ENQUEUE
-        self.plugins = self.server.plugins.for_listener(listening.listener.name)
+        self.plugins = self.host.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
             listening.policy,
             client_address,
-            trusted=self.server.is_trusted(client_address),
+            trusted=self.host.is_trusted(client_address),
             tls_active=False,
             checks=frozenset(self.plugins) & {"helo", "mail", "rcpt"},
         )
 
-    def run(self) -> None:
+    def run(self) -> str:
+        """Serve the session to its end; how it ended (for the logs and the metrics)."""
         event(log, "connect", client=self.client, listener=self.listening.listener.name, trace_id=self.trace_id)
         outcome = "closed"
         try:
@@ -73,33 +106,25 @@ class Session:
             self.conn.send(replies.SHUTTING_DOWN.render())
         except (OSError, ssl.SSLError) as exc:
             outcome = f"connection error: {exc}"
-        except Exception:  # a bug must end this session only, with a reply, never a traceback to the client
-            log.exception("session failed unexpectedly (client %s, trace %s)", self.client, self.trace_id)
+        except Exception as exc:  # noqa: BLE001 - a bug ends this session only, with a reply, never a traceback
+            self._internal_error(exc)
             outcome = "internal error"
             self.conn.send(replies.INTERNAL_ERROR.render())
         finally:
-            self.outcome = outcome  # the server counts it
             self.conn.close()
             event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
+        return outcome
+
+    def _internal_error(self, exc: Exception) -> None:
+        log.exception("session failed unexpectedly (client %s, trace %s)", self.client, self.trace_id)
 
     def _serve(self) -> None:
-        timeouts = self.config.timeouts
-        if self.listening.listener.mode == "smtps":
-            self._start_tls()
-        elif self.conn.has_input(timeouts.greet_pause):
-            event(log, "pregreet", level=logging.WARNING, client=self.client, trace_id=self.trace_id)
-            self.conn.send(replies.PREGREET.render())
-            self.server.metrics.commands_rejected.labels(replies.PREGREET.name).inc()
-            self.conn.close(linger=1.0)
-            return
-        refusal = _refusal(self._consult("connect"))
-        if refusal is not None:
-            self._perform(Step((replies.at_greeting(refusal),), Action.CLOSE))
+        if not self._opening():
             return
         self.conn.send(self.machine.greeting().render(enhanced=False))
         limit = self.config.limits.line_length
         while True:
-            line, overflow = self.conn.read_line(limit, timeouts.command)
+            line, overflow = self.conn.read_line(limit, self.config.timeouts.command)
             if overflow:
                 step = self.machine.line_too_long()
             elif not line.endswith(b"\r\n"):
@@ -109,6 +134,23 @@ class Session:
                 step = self.machine.handle(line[:-2])
             if not self._perform(step):
                 return
+
+    def _opening(self) -> bool:
+        """What comes before the greeting: TLS on an smtps listener, the pregreet test,
+        the connect plug-ins. False when the session ended there."""
+        if self.listening.listener.mode == "smtps":
+            self._start_tls()
+        elif self.conn.has_input(self.config.timeouts.greet_pause):
+            event(log, "pregreet", level=logging.WARNING, client=self.client, trace_id=self.trace_id)
+            self.conn.send(replies.PREGREET.render())
+            self.host.metrics.commands_rejected.labels(replies.PREGREET.name).inc()
+            self.conn.close(linger=self.linger)
+            return False
+        refusal = _refusal(self._consult("connect"))
+        if refusal is not None:
+            self._perform(Step((replies.at_greeting(refusal),), Action.CLOSE))
+            return False
+        return True
 
     def _trace(self, line: bytes) -> None:
         if not log.isEnabledFor(logging.DEBUG):
@@ -130,12 +172,12 @@ class Session:
         for reply in step.replies:
             self.conn.send(reply.render(enhanced=bool(reply.status)))
             if reply.code >= 400:
-                self.server.metrics.commands_rejected.labels(replies.name_of(reply)).inc()
+                self.host.metrics.commands_rejected.labels(replies.name_of(reply)).inc()
         action = step.action
         if action is Action.NONE:
             return True
         if action is Action.CLOSE:
-            self.conn.close(linger=1.0)
+            self.conn.close(linger=self.linger)
             return False
         if action is Action.STARTTLS:
             self._start_tls()
@@ -159,7 +201,7 @@ class Session:
         chain = self.plugins.get(hook)
         if not chain:
             return PASS
-        machine, envelope = self.machine, self.machine.envelope
+        machine, transaction = self.machine, self.machine.transaction
         context = Context(
             hook=hook,
             trace_id=self.trace_id,
@@ -168,10 +210,10 @@ class Session:
             helo=machine.helo,
             tls=machine.tls_active,
             auth_user=machine.auth_user,
-            sender=envelope.sender if envelope else None,
-            recipients=tuple(r.address for r in envelope.recipients) if envelope else (),
+            sender=transaction.sender if transaction else None,
+            recipients=tuple(r.address for r in transaction.recipients) if transaction else (),
         )
-        return self.server.plugins.runner.run(chain, dataclasses.replace(context, **fields))
+        return self.host.plugins.runner.run(chain, dataclasses.replace(context, **fields))
 
     def _check(self, check: Check) -> Step:
         """A HELO, MAIL or RCPT the machine holds until the plug-ins have had their say."""
@@ -209,13 +251,13 @@ class Session:
                 dropped_bytes=dropped,
                 trace_id=self.trace_id,
             )
-        assert self.server.tls_context is not None
+        assert self.host.tls_context is not None
         try:
-            self.conn.start_tls(self.server.tls_context, self.config.timeouts.tls_handshake)
+            self.conn.start_tls(self.host.tls_context, self.config.timeouts.tls_handshake)
         except (Exception, gevent.Timeout):
-            self.server.metrics.tls_handshakes.labels("failure").inc()
+            self.host.metrics.tls_handshakes.labels("failure").inc()
             raise
-        self.server.metrics.tls_handshakes.labels("success").inc()
+        self.host.metrics.tls_handshakes.labels("success").inc()
         self.machine.tls_started()
         event(
             log,
@@ -227,7 +269,7 @@ class Session:
         )
 
     def _check_auth(self, user: str, password: str) -> Step:
-        users = self.server.users
+        users = self.host.users
         assert users is not None
         try:
             # scrypt takes tens of milliseconds of CPU: keep it off the hub.
@@ -245,7 +287,7 @@ class Session:
             result="success" if ok else "failure",
             trace_id=self.trace_id,
         )
-        self.server.metrics.auth.labels("success" if ok else "failure").inc()
+        self.host.metrics.auth.labels("success" if ok else "failure").inc()
         return self.machine.auth_result(ok)
 
     def _read_data(self) -> Step:
@@ -273,55 +315,82 @@ class Session:
         self._body = reader.body if reader.error is None else b""  # taken as it is: no copy of a large message
         return self.machine.data_end(reader.error, reader.fatal)
 
+    # -- the message --------------------------------------------------------------------
+
     def _enqueue(self) -> Step:
-        envelope = self.machine.envelope
-        assert envelope is not None
+        transaction = self.machine.transaction
+        assert transaction is not None
         now = time.time()
         queue_id = ids.new_id(now)
-        machine = self.machine
-        recipients = envelope.recipients
-        origin = submit.SmtpClient(
-            address=self.client,
-            helo=machine.helo,
-            listener=self.listening.listener.name,
-            protocol=stamp.protocol(
-                machine.esmtp, machine.tls_active, machine.auth_user is not None, envelope.mail.smtputf8
-            ),
-            tls=f"using {self.conn.tls_version} with cipher {self.conn.tls_cipher}" if machine.tls_active else None,
-            auth_user=machine.auth_user,
-            trusted=machine.trusted,
-            submission=self.listening.listener.mode != "smtp",
-        )
         body, self._body = self._body, b""
-        args = (self.config, origin, submit.smtp_envelope(envelope), body, queue_id, now, self.trace_id)
+        origin = self._origin(transaction)
+        args = (self.config, origin, self._envelope(transaction, body), body, queue_id, now, self.trace_id)
         if submit.may_sign(self.config, origin):
             # DKIM hashes the whole message and an RSA signature takes milliseconds:
             # on a thread, so the other sessions go on meanwhile.
             message, signing = threads.call(gevent.get_hub().threadpool, submit.compose, *args)
         else:
             message, signing = submit.compose(*args)
-        trace_id = message.trace_id
+        failure = self._commit(message, signing)
+        return self.machine.queue_failed(failure) if failure is not None else self.machine.queued(queue_id)
+
+    def _origin(self, transaction: Transaction) -> submit.Origin:
+        machine = self.machine
+        return submit.SmtpClient(
+            address=self.client,
+            helo=machine.helo,
+            listener=self.listening.listener.name,
+            protocol=stamp.protocol(
+                machine.esmtp, machine.tls_active, machine.auth_user is not None, transaction.mail.smtputf8
+            ),
+            tls=f"using {self.conn.tls_version} with cipher {self.conn.tls_cipher}" if machine.tls_active else None,
+            auth_user=machine.auth_user,
+            trusted=machine.trusted,
+            submission=self.listening.listener.mode != "smtp",
+        )
+
+    def _envelope(self, transaction: Transaction, data: bytes | bytearray) -> submit.Envelope:
+        """The transaction's envelope, its data taken as the client declared it (BODY=)."""
+        mail = transaction.mail
+        return submit.Envelope(
+            sender=transaction.sender,
+            recipients=[NewRecipient(r.address, r.domain, r.args.notify, r.args.orcpt) for r in transaction.recipients],
+            smtputf8=mail.smtputf8,
+            body_type=mail.body,
+            dsn_ret=mail.ret,
+            dsn_envid=mail.envid,
+        )
+
+    def _commit(self, message: NewMessage, signing: dkim.Signing) -> Reply | None:
+        """Queue the message; the reply that refuses it when the queue could not take it."""
         try:
-            self.server.queue.enqueue(message)
+            self.host.enqueue(message)
         except StorageFull as exc:
             event(log, "queue_full", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
-            return machine.queue_failed(replies.INSUFFICIENT_STORAGE)
+            return replies.INSUFFICIENT_STORAGE
         except QueueError as exc:
             event(log, "queue_error", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
-            return machine.queue_failed(replies.QUEUE_FAILURE)
-        metrics = self.server.metrics
-        metrics.messages_received.labels(self.listening.listener.name).inc()
-        metrics.received_bytes.labels(self.listening.listener.name).inc(message.size)
+            return replies.QUEUE_FAILURE
+        self._queued(message, signing)
+        return None
+
+    def _queued(self, message: NewMessage, signing: dkim.Signing) -> None:
+        """Count and log a message just queued, and the keys that did not sign it."""
+        machine, listener = self.machine, self.listening.listener.name
+        metrics = self.host.metrics
+        metrics.messages_received.labels(listener).inc()
+        metrics.received_bytes.labels(listener).inc(message.size)
         metrics.queue_in.inc()
+        trace_id = message.trace_id
         event(
             log,
             "queued",
-            queue_id=queue_id,
+            queue_id=message.queue_id,
             client=self.client,
             helo=machine.helo,
-            sender=envelope.sender,
+            sender=message.sender,
             size=message.size,
-            recipients=len(recipients),
+            recipients=len(message.recipients),
             tls=self.conn.tls_version,
             user=machine.auth_user,
             trace_id=trace_id,
@@ -332,13 +401,12 @@ class Session:
                 log,
                 "dkim_failed",
                 level=logging.ERROR,
-                queue_id=queue_id,
+                queue_id=message.queue_id,
                 domain=key.domain,
                 selector=key.selector,
                 error=why,
                 trace_id=trace_id,
             )
-        return machine.queued(queue_id)
 
 
 def _refusal(verdict: Verdict) -> Reply | None:

@@ -1,14 +1,18 @@
-"""The body as it goes on the wire: CRLF line ends only, no line over 1000
-octets, dot-stuffed, and ended with ``.CRLF``.
+"""What both ends put on the wire: a body as it goes out (CRLF line ends only,
+no line over 1000 octets, dot-stuffed, ended with ``.CRLF``), and bytes sent
+on a socket in as few system calls as may be.
 
-Pure. Bodies received over SMTP are already clean; this also protects the
-next hop from anything a local program handed us, so a bare CR or LF never
-leaves Empath (SMTP smuggling works by exactly such bytes).
+``encode`` is pure. Bodies received over SMTP are already clean; it also
+protects the next hop from anything a local program handed us, so a bare CR
+or LF never leaves Empath (SMTP smuggling works by exactly such bytes).
 """
 
 import re
+import socket
 
 MAX_LINE = 998  # octets before CRLF (RFC 5321 §4.5.3.1.6)
+# Up to this much goes out with plain sends; more with sendall (see send_all).
+SMALL_SEND = 65536
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
@@ -59,3 +63,17 @@ def _clean(body: bytes) -> bool:
 
 def _stuff(line: bytes) -> bytes:
     return b"." + line if line.startswith(b".") else line
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)`` for a reply or a command without the syscall that
+    gevent's sendall adds to every call (a getsockopt, for its chunk size): one
+    ``send`` that almost always takes it all. Big data still goes with sendall,
+    whose timeout counts for the whole of it, and so does whatever is not a
+    socket (sendmail -bs gives a pipe that has only recv and sendall)."""
+    if len(data) > SMALL_SEND or not isinstance(sock, socket.socket):
+        sock.sendall(data)
+        return
+    sent = sock.send(data)
+    while sent < len(data):
+        sent += sock.send(data[sent:])

@@ -541,9 +541,9 @@ class SessionModel(RuleBasedStateMachine):
             return
         expected = State.FRESH if not self.greeted else State.MAIL if self.in_mail else State.READY
         assert self.m.state is expected
-        assert (self.m.envelope is not None) == self.in_mail
-        if self.m.envelope is not None:
-            assert {r.address for r in self.m.envelope.recipients} == self.recipients
+        assert (self.m.transaction is not None) == self.in_mail
+        if self.m.transaction is not None:
+            assert {r.address for r in self.m.transaction.recipients} == self.recipients
 
 
 TestSessionModel = SessionModel.TestCase

@@ -1,4 +1,4 @@
-"""The daemon's private line to one SMTP helper process (smtp/helpers.py).
+"""The daemon's private line to one SMTP helper process (smtp/procs/pool.py).
 
 A socket pair of type SOCK_SEQPACKET: each send is one message, read whole,
 so no framing is needed. A message is a pickled tuple whose first item names

@@ -1,4 +1,4 @@
-"""An SMTP helper process (see smtp/helpers.py): serves the sessions the daemon hands it.
+"""An SMTP helper process (see smtp/procs/pool.py): serves the sessions the daemon hands it.
 
 It holds no listener and no lock: the daemon accepted each connection and
 counted it. What a session accepts goes into the queue database through this
@@ -22,7 +22,8 @@ from empath.metrics import Counts, Metrics
 from empath.plugins import loader as plugins_loader
 from empath.queue.store import Queue
 from empath.smtp.procs.channel import SESSION_ROWS_PER_MESSAGE, Channel
-from empath.smtp.server import Listening, SmtpServer, describe
+from empath.smtp.server import SmtpServer, describe
+from empath.smtp.session import Listening
 
 log = logging.getLogger("empath.smtp")
 

@@ -2,7 +2,7 @@
 
 One process runs Python on one core at a time, and a busy relay spends most of
 that core serving SMTP sessions. With ``[server] smtp_processes = N`` (N > 1)
-the daemon starts N helper processes (smtp/helper.py). It still listens and
+the daemon starts N helper processes (smtp/procs/child.py). It still listens and
 accepts every connection itself, so the connection limits stay exact and
 counted in one place, then hands the socket to the helper serving the fewest
 sessions. A helper runs the session as the daemon would and commits what it
@@ -41,10 +41,10 @@ RESTART_DELAY = 1.0
 QUERY_TIMEOUT = 5.0
 
 
-class Helper:
+class Child:
     """One helper process, seen from the daemon."""
 
-    def __init__(self, number: int, pool: "Helpers"):
+    def __init__(self, number: int, pool: "HelperPool"):
         self.number = number
         self.pool = pool
         self.channel, theirs = Channel.pair()
@@ -141,7 +141,7 @@ class Helper:
         self.pool.gone(self, status)
 
 
-class Helpers:
+class HelperPool:
     """The helper processes, started with the daemon and stopped with it."""
 
     def __init__(
@@ -154,14 +154,20 @@ class Helpers:
         self.metrics = metrics
         self.on_queued = on_queued
         self.tokens = itertools.count(1)
-        self.helpers: list[Helper] = []
+        self.helpers: list[Child] = []
         self.turn = 0
         self.stopping = False
 
     def start(self) -> None:
-        self.helpers = [Helper(number, self) for number in range(1, self.config.smtp_processes + 1)]
+        self.helpers = [Child(number, self) for number in range(1, self.config.smtp_processes + 1)]
 
-    def pick(self) -> Helper | None:
+    def serve(self, listener: str, sock: socket.socket, client: str) -> str | None:
+        """Hand the connection to a ready helper and wait for its session to end: how it
+        ended; None while no helper is ready (or the one picked has just gone)."""
+        child = self.pick()
+        return child.serve(listener, sock, client) if child is not None else None
+
+    def pick(self) -> Child | None:
         """The ready helper serving the fewest sessions, taking turns among equals; None while none is ready."""
         ready = [h for h in self.helpers if h.ready]
         if not ready:
@@ -169,7 +175,7 @@ class Helpers:
         self.turn = (self.turn + 1) % len(ready)
         return min(ready[self.turn :] + ready[: self.turn], key=lambda h: len(h.open))
 
-    def gone(self, helper: Helper, status: int) -> None:
+    def gone(self, helper: Child, status: int) -> None:
         if helper in self.helpers:
             self.helpers.remove(helper)
         if self.stopping:
@@ -182,7 +188,7 @@ class Helpers:
 
     def _replace(self, number: int) -> None:
         if not self.stopping:
-            self.helpers.append(Helper(number, self))
+            self.helpers.append(Child(number, self))
 
     def reconfigure(self, config: Config) -> None:
         """A reload: every helper takes the new config (and its plug-ins re-read their files)."""

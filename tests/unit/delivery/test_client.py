@@ -11,20 +11,20 @@ import pytest
 from peer import HANG, Peer
 
 from empath.delivery.client import (
-    Envelope,
-    Recipient,
-    Reply,
+    ClientTimeouts,
+    OutboundEnvelope,
+    OutboundRecipient,
     SmtpError,
     Stale,
-    Timeouts,
     TlsFailed,
     open_connection,
 )
 from empath.delivery.courier import tls_contexts
 from empath.smtp import replies
+from empath.smtp.replies import Reply
 
 HELO = "client.example"
-TIMEOUTS = Timeouts(connect=2.0, command=2.0, data=2.0)
+TIMEOUTS = ClientTimeouts(connect=2.0, command=2.0, data=2.0)
 UNVERIFIED = tls_contexts(None)["required"]
 BODY = b"Subject: hi\r\n\r\nHello\r\n"
 
@@ -76,10 +76,10 @@ def connect(peer: Peer, tls: str = "none", context=None, credentials=None, host:
     return open_connection(host, "127.0.0.1", peer.port, HELO, TIMEOUTS, tls, context, credentials)
 
 
-def envelope(*addresses: str, sender: str = "alice@example.test", **kwargs) -> Envelope:
-    recipients = tuple(Recipient(a) for a in addresses or ("bob@remote.test",))
+def envelope(*addresses: str, sender: str = "alice@example.test", **kwargs) -> OutboundEnvelope:
+    recipients = tuple(OutboundRecipient(a) for a in addresses or ("bob@remote.test",))
     kwargs.setdefault("size", len(BODY))
-    return Envelope(sender, recipients, **kwargs)
+    return OutboundEnvelope(sender, recipients, **kwargs)
 
 
 def spy_writes(conn) -> list[bytes]:
@@ -125,22 +125,22 @@ def spy_writes(conn) -> list[bytes]:
     ],
 )
 def test_reply_status(code, lines, status):
-    assert Reply(code, lines).status == status
+    assert Reply.heard(code, lines).status == status
 
 
 def test_reply_text_and_ok():
-    reply = Reply(550, ("5.1.1 no such user ", " try another"))
-    assert reply.text == "550 5.1.1 no such user try another"
+    reply = Reply.heard(550, ("5.1.1 no such user ", " try another"))
+    assert reply.summary == "550 5.1.1 no such user try another"
     assert not reply.ok
-    assert Reply(354, ("go ahead",)).ok and Reply(250, ()).ok
-    assert not Reply(421, ()).ok and not Reply(199, ()).ok
+    assert Reply.heard(354, ("go ahead",)).ok and Reply.heard(250, ()).ok
+    assert not Reply.heard(421, ()).ok and not Reply.heard(199, ()).ok
 
 
 @pytest.mark.parametrize(
     "error, permanent, diagnostic",
     [
-        (SmtpError("RCPT", "refused", Reply(550, ("5.1.1 unknown",))), True, "550 5.1.1 unknown"),
-        (SmtpError("RCPT", "refused", Reply(450, ("busy",))), False, "450 busy"),
+        (SmtpError("RCPT", "refused", Reply.heard(550, ("5.1.1 unknown",))), True, "550 5.1.1 unknown"),
+        (SmtpError("RCPT", "refused", Reply.heard(450, ("busy",))), False, "450 busy"),
         (SmtpError("connect", "cannot connect: refused"), False, "cannot connect: refused"),
         (SmtpError("MAIL", "too big", status="5.3.4"), True, "too big"),
     ],
@@ -177,7 +177,7 @@ def test_helo_when_ehlo_is_refused(peer):
     peer.ehlo_reply = "500 5.5.1 command unrecognized"
     conn = connect(peer)
     assert conn.extensions == {}
-    assert conn.send(envelope(), BODY) == {"bob@remote.test": Reply(250, ("2.0.0 ok",))}
+    assert conn.send(envelope(), BODY) == {"bob@remote.test": Reply.heard(250, ("2.0.0 ok",))}
     conn.quit()
     peer.wait_until_idle()
     [c] = peer.connections
@@ -213,7 +213,7 @@ def test_greeting_refused(peer, greeting, status):
 def test_greeting_timeout(peer):
     peer.greeting = HANG
     with pytest.raises(SmtpError) as info:
-        open_connection("h", "127.0.0.1", peer.port, HELO, Timeouts(2.0, 0.2, 0.2), "none", None)
+        open_connection("h", "127.0.0.1", peer.port, HELO, ClientTimeouts(2.0, 0.2, 0.2), "none", None)
     assert info.value.step == "greeting"
     assert "timeout after 0.2s" in info.value.text
     assert info.value.status == "4.4.2" and not info.value.permanent
@@ -237,8 +237,8 @@ def test_transaction(peer, pipelining):
     writes = spy_writes(conn)
     result = conn.send(envelope("bob@remote.test", "carol@remote.test"), BODY)
     assert result == {
-        "bob@remote.test": Reply(250, ("2.0.0 ok",)),
-        "carol@remote.test": Reply(250, ("2.0.0 ok",)),
+        "bob@remote.test": Reply.heard(250, ("2.0.0 ok",)),
+        "carol@remote.test": Reply.heard(250, ("2.0.0 ok",)),
     }
     assert conn.messages == 1
     [t] = peer.wait_for_transactions(1)
@@ -266,7 +266,7 @@ def test_each_recipient_gets_its_own_reply(peer, pipelining):
     peer.final_reply = "250 2.0.0 queued as 12345"
     conn = connect(peer)
     result = conn.send(envelope("bob@remote.test", "unknown@remote.test", "full@remote.test"), BODY)
-    assert {a: (r.code, r.status, r.text) for a, r in result.items()} == {
+    assert {a: (r.code, r.status, r.summary) for a, r in result.items()} == {
         "bob@remote.test": (250, "2.0.0", "250 2.0.0 queued as 12345"),
         "unknown@remote.test": (550, "5.1.1", "550 5.1.1 no such user"),
         "full@remote.test": (452, "4.2.2", "452 4.2.2 mailbox full"),
@@ -335,7 +335,7 @@ def test_data_refused(peer, pipelining):
     peer.data_reply = "554 5.7.1 not from you"
     conn = connect(peer)
     result = conn.send(envelope("bob@remote.test", "full@remote.test"), BODY)
-    assert {a: r.text for a, r in result.items()} == {
+    assert {a: r.summary for a, r in result.items()} == {
         "bob@remote.test": "554 5.7.1 not from you",
         "full@remote.test": MAILBOX_FULL,
     }
@@ -383,7 +383,7 @@ def test_final_reply_refusal_applies_to_every_accepted_recipient(peer):
     peer.final_reply = "554 5.6.0 content rejected"
     conn = connect(peer)
     result = conn.send(envelope("a@remote.test", "unknown@remote.test", "b@remote.test"), BODY)
-    assert {a: r.text for a, r in result.items()} == {
+    assert {a: r.summary for a, r in result.items()} == {
         "a@remote.test": "554 5.6.0 content rejected",
         "unknown@remote.test": USER_UNKNOWN,
         "b@remote.test": "554 5.6.0 content rejected",
@@ -405,7 +405,7 @@ def test_dropped_after_the_dot(peer):
 
 def test_timeout_after_the_dot(peer):
     peer.fail_at = (".", 1, HANG)
-    conn = open_connection("h", "127.0.0.1", peer.port, HELO, Timeouts(2.0, 2.0, 0.2), "none", None)
+    conn = open_connection("h", "127.0.0.1", peer.port, HELO, ClientTimeouts(2.0, 2.0, 0.2), "none", None)
     with pytest.raises(SmtpError) as info:
         conn.send(envelope(), BODY)
     assert (info.value.step, info.value.elsewhere) == ("end of data", False)
@@ -509,13 +509,13 @@ def test_8bitmime(peer, offered):
     assert peer.violations == []
 
 
-DSN_ENVELOPE = Envelope(
+DSN_ENVELOPE = OutboundEnvelope(
     "alice@example.test",
     (
-        Recipient("bob@remote.test", notify="SUCCESS,FAILURE", orcpt="rfc822;Bob+x=y@remote.test"),
-        Recipient("carol@remote.test", notify="NEVER"),
-        Recipient("dave@remote.test", orcpt="rfc822;dave@old.test"),
-        Recipient("erin@remote.test"),
+        OutboundRecipient("bob@remote.test", notify="SUCCESS,FAILURE", orcpt="rfc822;Bob+x=y@remote.test"),
+        OutboundRecipient("carol@remote.test", notify="NEVER"),
+        OutboundRecipient("dave@remote.test", orcpt="rfc822;dave@old.test"),
+        OutboundRecipient("erin@remote.test"),
     ),
     size=len(BODY),
     ret="HDRS",
@@ -747,7 +747,7 @@ def test_reset_on_a_dead_connection(peer, how):
         peer.fail_at = ("RSET", 1, BYE)
     elif how == "hangs":
         peer.fail_at = ("RSET", 1, HANG)
-    conn = open_connection("h", "127.0.0.1", peer.port, HELO, Timeouts(2.0, 0.3, 0.3), "none", None)
+    conn = open_connection("h", "127.0.0.1", peer.port, HELO, ClientTimeouts(2.0, 0.3, 0.3), "none", None)
     if how == "stopped":
         peer.stop()
     assert conn.reset() is False
@@ -785,7 +785,7 @@ def test_an_idle_connection_the_remote_dropped_is_stale(peer, pipelining, how):
         peer.fail_at = ("RSET", 1, BYE)
     elif how == "refused":  # still there, but out of sorts: the pipelined rest may be taken
         peer.rset_reply = "502 5.5.1 not now"
-    conn = open_connection("h", "127.0.0.1", peer.port, HELO, Timeouts(2.0, 2.0, 2.0), "none", None)
+    conn = open_connection("h", "127.0.0.1", peer.port, HELO, ClientTimeouts(2.0, 2.0, 2.0), "none", None)
     if how == "stopped":
         peer.stop()
     conn.idle = True
@@ -810,7 +810,7 @@ def test_8bit_content_is_not_sent_to_a_server_without_8bitmime():
         peer.extensions = [e for e in peer.extensions if e not in ("8BITMIME", "SMTPUTF8")]
         conn = open_connection("localhost", "127.0.0.1", peer.port, HELO, TIMEOUTS, "none", None)
         try:
-            envelope = Envelope("a@b.test", (Recipient("c@d.test"),), 20, body_type="8BITMIME")
+            envelope = OutboundEnvelope("a@b.test", (OutboundRecipient("c@d.test"),), 20, body_type="8BITMIME")
             with pytest.raises(SmtpError) as caught:
                 conn.send(envelope, "Subject: caf\u00e9\r\n\r\nx\r\n".encode())
         finally:

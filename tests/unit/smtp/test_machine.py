@@ -167,7 +167,7 @@ def test_data_after_refused_recipients_only():
 def test_nested_mail():
     m = ready(make())
     dialogue(m, [("MAIL FROM:<a@b.example>", replies.SENDER_OK), ("MAIL FROM:<c@d.example>", replies.NESTED_MAIL)])
-    assert m.envelope.sender == "a@b.example"
+    assert m.transaction.sender == "a@b.example"
 
 
 def test_rset_ends_the_transaction():
@@ -182,8 +182,8 @@ def test_rset_ends_the_transaction():
             ("MAIL FROM:<c@d.example>", replies.SENDER_OK),
         ],
     )
-    assert m.envelope.sender == "c@d.example"
-    assert m.envelope.recipients == []
+    assert m.transaction.sender == "c@d.example"
+    assert m.transaction.recipients == []
 
 
 def test_rset_before_helo_does_not_greet():
@@ -221,7 +221,7 @@ def test_full_transaction_flow():
     assert step.replies == ()
     assert step.action is Action.ENQUEUE
     assert m.state is State.QUEUEING
-    envelope = m.envelope
+    envelope = m.transaction
     assert envelope.sender == "a@b.example"
     assert envelope.mail.size == 100
     assert [(r.address, r.domain) for r in envelope.recipients] == [
@@ -232,7 +232,7 @@ def test_full_transaction_flow():
     step = m.queued("01ABCDEFGHJKMNPQ")
     assert_reply(step, replies.QUEUED)
     assert "01ABCDEFGHJKMNPQ" in step.replies[0].text
-    assert m.envelope is None
+    assert m.transaction is None
     assert m.state is State.READY
     # A second transaction in the same session.
     assert_reply(say(m, "MAIL FROM:<>"), replies.SENDER_OK)
@@ -250,7 +250,7 @@ def test_queue_failure_ends_the_transaction(reply):
     step = m.queue_failed(reply)
     assert_reply(step, reply)
     assert step.replies[0].code // 100 == 4
-    assert m.envelope is None
+    assert m.transaction is None
     assert m.state is State.READY
 
 
@@ -268,7 +268,7 @@ def test_data_refused(error, fatal, action):
     dialogue(m, [("MAIL FROM:<a@b.example>", replies.SENDER_OK), ("RCPT TO:<u@example.test>", replies.RECIPIENT_OK)])
     say(m, "DATA")
     assert_reply(m.data_end(error, fatal), error, action)
-    assert m.envelope is None
+    assert m.transaction is None
     assert m.state is State.READY
     assert m.errors == 1
 
@@ -357,7 +357,7 @@ def test_starttls_resets_the_session():
     assert m.state is State.FRESH
     assert m.helo is None
     assert not m.esmtp
-    assert m.envelope is None
+    assert m.transaction is None
     # RFC 3207 §4.2: the client must say EHLO again.
     assert_reply(say(m, "MAIL FROM:<a@b.example>"), replies.NEED_HELO)
     ext = keywords(m)
@@ -372,7 +372,7 @@ def test_tls_started_forgets_authentication_and_transaction():
     say(m, "MAIL FROM:<a@b.example>")
     m.tls_started()
     assert m.auth_user is None
-    assert m.envelope is None
+    assert m.transaction is None
     assert m.state is State.FRESH
 
 
@@ -636,7 +636,7 @@ def test_relay_decision(who, rcpt, stranger, trusted, authenticated):
     m = relay_machine(who)
     step = say(m, f"RCPT TO:{rcpt}")
     assert_reply(step, replies.RECIPIENT_OK if accepted else replies.RELAY_DENIED)
-    assert len(m.envelope.recipients) == (1 if accepted else 0)
+    assert len(m.transaction.recipients) == (1 if accepted else 0)
 
 
 def test_relay_denied_is_permanent_and_policy():
@@ -647,7 +647,7 @@ def test_relay_denied_is_permanent_and_policy():
 def test_postmaster_goes_to_the_first_local_domain(rcpt):
     m = relay_machine(STRANGER_CLIENT)
     assert_reply(say(m, f"RCPT TO:{rcpt}"), replies.RECIPIENT_OK)
-    (recipient,) = m.envelope.recipients
+    (recipient,) = m.transaction.recipients
     assert (recipient.address, recipient.domain) == ("postmaster@example.test", "example.test")
 
 
@@ -655,7 +655,7 @@ def test_postmaster_without_local_domains_goes_to_the_hostname():
     m = ready(make(local_domains=()))
     say(m, "MAIL FROM:<>")
     assert_reply(say(m, "RCPT TO:<Postmaster>"), replies.RECIPIENT_OK)
-    assert m.envelope.recipients[0].address == "postmaster@mx.example.test"
+    assert m.transaction.recipients[0].address == "postmaster@mx.example.test"
 
 
 def test_stranger_with_no_local_domains_relays_nothing():
@@ -675,7 +675,7 @@ def test_max_recipients():
     step = say(m, "RCPT TO:<u3@example.test>")
     assert_reply(step, replies.TOO_MANY_RECIPIENTS)
     assert key(replies.TOO_MANY_RECIPIENTS) == (452, "4.5.3")
-    assert len(m.envelope.recipients) == 3
+    assert len(m.transaction.recipients) == 3
     # A repeat of an accepted recipient is still fine at the limit.
     assert_reply(say(m, "RCPT TO:<u0@example.test>"), replies.RECIPIENT_OK)
 
@@ -685,10 +685,10 @@ def test_duplicate_recipient_stored_once():
     say(m, "MAIL FROM:<a@b.example>")
     for rcpt in ("<u@example.test>", "<u@EXAMPLE.TEST>", "<u@example.test> NOTIFY=NEVER"):
         assert_reply(say(m, f"RCPT TO:{rcpt}"), replies.RECIPIENT_OK)
-    assert [r.address for r in m.envelope.recipients] == ["u@example.test"]
+    assert [r.address for r in m.transaction.recipients] == ["u@example.test"]
     # The local part is case-sensitive: this is someone else.
     assert_reply(say(m, "RCPT TO:<U@example.test>"), replies.RECIPIENT_OK)
-    assert len(m.envelope.recipients) == 2
+    assert len(m.transaction.recipients) == 2
 
 
 def test_size_over_the_limit():
@@ -697,7 +697,7 @@ def test_size_over_the_limit():
     assert_reply(step, replies.MESSAGE_TOO_BIG)
     assert key(replies.MESSAGE_TOO_BIG) == (552, "5.3.4")
     assert "1000" in step.replies[0].text
-    assert m.envelope is None
+    assert m.transaction is None
     assert_reply(say(m, "MAIL FROM:<a@b.example> SIZE=1000"), replies.SENDER_OK)
 
 
@@ -713,7 +713,7 @@ def test_storage_unavailable():
     assert_reply(step, replies.INSUFFICIENT_STORAGE)
     assert key(replies.INSUFFICIENT_STORAGE) == (452, "4.3.1")
     assert asked == [4096]
-    assert m.envelope is None
+    assert m.transaction is None
     assert m.errors == 0  # not the client's fault
     say(m, "MAIL FROM:<a@b.example>")
     assert asked == [4096, 0]
@@ -732,7 +732,7 @@ def test_mail_params_need_ehlo(line):
     m = make()
     say(m, "HELO client.example")
     assert_reply(say(m, line), replies.BAD_PARAMETER)
-    assert m.envelope is None
+    assert m.transaction is None
 
 
 @pytest.mark.parametrize("params", ["NOTIFY=NEVER", "ORCPT=rfc822;u@example.test"])
@@ -740,7 +740,7 @@ def test_rcpt_params_need_ehlo(params):
     m = make()
     dialogue(m, [("HELO client.example", replies.HELLO), ("MAIL FROM:<a@b.example>", replies.SENDER_OK)])
     assert_reply(say(m, f"RCPT TO:<u@example.test> {params}"), replies.BAD_PARAMETER)
-    assert m.envelope.recipients == []
+    assert m.transaction.recipients == []
 
 
 def test_helo_session_without_params_works():
@@ -766,7 +766,7 @@ def test_smtputf8_transaction_allows_utf8_recipients():
             ("RCPT TO:<jörg@bücher.example>", replies.RECIPIENT_OK),
         ],
     )
-    assert m.envelope.recipients[0].domain == "xn--bcher-kva.example"
+    assert m.transaction.recipients[0].domain == "xn--bcher-kva.example"
 
 
 def test_utf8_recipient_without_smtputf8():
@@ -822,7 +822,7 @@ def test_postmaster_spellings_are_one_recipient():
     m = relay_machine(STRANGER_CLIENT)
     for rcpt in ("<Postmaster>", "<postmaster@example.test>", "<POSTMASTER>"):
         assert_reply(say(m, f"RCPT TO:{rcpt}"), replies.RECIPIENT_OK)
-    assert [r.address for r in m.envelope.recipients] == ["postmaster@example.test"]
+    assert [r.address for r in m.transaction.recipients] == ["postmaster@example.test"]
 
 
 @pytest.mark.parametrize("refuse", [Machine.line_too_long, Machine.bare_lf])
@@ -842,4 +842,4 @@ def test_an_address_too_long_once_in_a_labels_is_refused_with_a_reply():
     say(m, "EHLO c.test")
     assert codes(say(m, "MAIL FROM:<a@b.test> SMTPUTF8")) == [(250, "2.1.0")]
     step = say(m, f"RCPT TO:<{'x' * 60}@{'.'.join(['ü'] * 27)}.de>")
-    assert step.replies[0].code == 501 and not m.envelope.recipients
+    assert step.replies[0].code == 501 and not m.transaction.recipients

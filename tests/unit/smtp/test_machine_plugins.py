@@ -50,11 +50,11 @@ def test_mail_is_held_with_its_parameters_then_refused():
     assert step.check.hook == "mail" and step.check.mail.path.address == "spam@bad.test"
     assert step.check.mail.size == 100
     assert m.checked(REFUSAL).replies == (REFUSAL,)
-    assert m.envelope is None and m.state is State.READY
+    assert m.transaction is None and m.state is State.READY
     assert say(m, "RCPT TO:<bob@example.test>").replies == (replies.NEED_MAIL,)
     assert say(m, "MAIL FROM:<ok@client.test>").action is Action.CHECK  # a new MAIL is allowed
     assert m.checked(None).replies == (replies.SENDER_OK,)
-    assert m.envelope is not None and m.envelope.sender == "ok@client.test"
+    assert m.transaction is not None and m.transaction.sender == "ok@client.test"
 
 
 def test_a_refused_recipient_is_not_added_and_counts_as_an_error():
@@ -65,7 +65,7 @@ def test_a_refused_recipient_is_not_added_and_counts_as_an_error():
     m.checked(REFUSAL)
     assert say(m, "RCPT TO:<bob@example.test>").action is Action.CHECK
     m.checked(None)
-    assert [r.address for r in m.envelope.recipients] == ["bob@example.test"]
+    assert [r.address for r in m.transaction.recipients] == ["bob@example.test"]
     # A repeated recipient was checked already: answered at once.
     assert say(m, "RCPT TO:<bob@example.test>").replies == (replies.RECIPIENT_OK,)
     say(m, "RCPT TO:<x@example.test>")
