@@ -5,8 +5,8 @@
 .PHONY: help test test-fast test-e2e test-smoke test-list test-match bench profile-cpu changelog docs-serve
 
 help:
-	@echo "make test                    the whole gate: lint, types, every default test with coverage, short fuzz"
-	@echo "make test-fast               lint, types and the unit tests (pure parts, no sockets)"
+	@echo "make test                    the whole gate: lint, types, dependency rules, every test with coverage, fuzz"
+	@echo "make test-fast               lint, types, dependency rules and the unit tests (no sockets)"
 	@echo "make test-e2e                the integration and regression tests (real daemons on loopback)"
 	@echo "make test-smoke              a handful of end-to-end tests: receive, deliver, empathctl, sendmail"
 	@echo "make test-list               list every test without running any"

@@ -26,6 +26,8 @@ setup(
             "mypy>=1.10",
             "pytest-cov>=5",
             "hypothesis>=6.100",
+            # lint-imports: the dependency rules of docs/architecture.md, checked in the gate.
+            "import-linter>=2.1",
         ],
     },
     entry_points={

@@ -1,1 +1,2 @@
-"""The control socket: empathctl's JSON-lines channel into the running daemon."""
+"""The control socket: both ends of empathctl's JSON-lines channel into the running daemon,
+the verbs it serves (also from the database when the daemon is down), and their text."""

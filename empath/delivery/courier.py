@@ -297,7 +297,7 @@ class Courier:
 @functools.lru_cache(maxsize=1024)
 def _address_literal(host: str) -> str | None:
     """``host`` as an IP address if it is one (a route's next hop often is); None for a name.
-    Cached: parsing it anew took a few percent of the CPU of every delivery."""
+    Cached: parsing it anew at every delivery showed in the delivery profile (docs/capacity.md)."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

@@ -1,1 +1,2 @@
-"""The queue: one SQLite database in WAL mode, written by one group-committing writer."""
+"""The queue: one SQLite database in WAL mode behind one Queue object (store.py), and the
+functions every reader and writer of it runs: claims, admin, stats, backup."""

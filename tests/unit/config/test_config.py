@@ -663,6 +663,17 @@ def test_size_rejects(value):
         values.size(value)
 
 
+def test_age():
+    """An age as empathctl's --older-than gives it: bare seconds, or a duration."""
+    assert values.age("90") == 90.0
+    assert values.age("1.5") == 1.5
+    assert values.age("2h") == 7200.0
+    assert values.age(" 5d ") == 5 * 86400
+    for bad in ("", "2x", "-3h", "h", "nan", "inf", "1e9", "-5"):
+        with pytest.raises(ValueError, match="not an age"):
+            values.age(bad)
+
+
 # -- key_lines -------------------------------------------------------------------
 
 
