@@ -13,7 +13,7 @@ setup(
         "dnspython>=2.6",
         "prometheus-client>=0.20",
         "rich>=13",
-        # DKIM signing (empath/dkim.py); its ed25519 extra brings PyNaCl for Ed25519 keys.
+        # DKIM signing (empath/message/dkim.py); its ed25519 extra brings PyNaCl for Ed25519 keys.
         "dkimpy[ed25519]>=1.1",
         # empathctl dkim keygen: RSA and Ed25519 key generation.
         "cryptography>=42",

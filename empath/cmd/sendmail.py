@@ -285,12 +285,14 @@ def serve_smtp(config: Config, user: str) -> int:
     if outcome == "timeout":
         print("sendmail: timed out waiting for the client", file=sys.stderr)
         return EX_TEMPFAIL
-    if outcome == "internal error":
-        print(f"sendmail: internal error: {type(session.error).__name__}: {session.error}", file=sys.stderr)
-        return EX_SOFTWARE
-    if session.machine.transaction is not None:
+    if outcome == "client hung up" or isinstance(session.error, BrokenPipeError):
+        if session.machine.transaction is None:
+            return EX_OK
         print("sendmail: the input ended inside a mail transaction; it was not queued", file=sys.stderr)
         return EX_PROTOCOL
+    if session.error is not None:  # a bug, or stdin or stdout that fails otherwise than by closing
+        print(f"sendmail: internal error: {type(session.error).__name__}: {session.error}", file=sys.stderr)
+        return EX_SOFTWARE
     return EX_OK
 
 

@@ -23,7 +23,7 @@ class Pending:
     """A recipient, as far as notifications care."""
 
     address: EmailAddress
-    state: State
+    state: str  # a State, as stored
     notify: tuple[str, ...]  # empty: not given
     notified: str | None  # the last action already reported
     relayed: bool = False
@@ -56,7 +56,7 @@ def owed(
     return {action: rs for action, rs in wanted.items() if rs}  # no empty notices
 
 
-def report_target(kind: Kind, sender: ReversePath, postmaster: EmailAddress) -> tuple[EmailAddress, Kind] | None:
+def report_target(kind: str, sender: ReversePath, postmaster: EmailAddress) -> tuple[EmailAddress, Kind] | None:
     """Where a message's notices go, and the kind of message the notice is."""
     if kind == Kind.MAIL and isinstance(sender, EmailAddress):  # not the null sender
         return sender, Kind.DSN

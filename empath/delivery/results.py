@@ -59,14 +59,14 @@ def _notices(
     now: float,
     settings: NoticeSettings,
 ) -> list[str]:
-    target = notices.report_target(Kind(message.kind), ReversePath._trusted(message.sender), settings.postmaster)
+    target = notices.report_target(message.kind, ReversePath._trusted(message.sender), settings.postmaster)
     if target is None:
         return []
     to, kind = target
     pending = [
         notices.Pending(
             EmailAddress._trusted(row.address),
-            State(row.state),
+            row.state,
             tuple((row.dsn_notify or "").split(",")) if row.dsn_notify else (),
             row.notified,
             bool(row.relayed),

@@ -285,7 +285,7 @@ def hold(db: peewee.Database, queue_ids: Sequence[str] | None, now: float | None
 
     A recipient being delivered is marked held too, and its delivery runs on:
     delivered or bounced stands; put back (a rate limit or open breaker) or
-    deferred, it stays held (work.record); the daemon dying leaves it held.
+    deferred, it stays held (claims.record); the daemon dying leaves it held.
     """
     chosen = _check(queue_ids)
     now = time.time() if now is None else now

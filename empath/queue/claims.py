@@ -17,7 +17,7 @@ import peewee
 from empath.addresses import Domain, EmailAddress, ReversePath
 from empath.queue.insert import INSERT_EVENT
 from empath.queue.models import Recipient
-from empath.queue.states import PENDING, Kind, State
+from empath.queue.states import PENDING, State
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Loaded:
     received_at: float
     expires_at: float
     trace_id: str
-    kind: Kind
+    kind: str  # a Kind, as stored
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def load(conn: sqlite3.Connection, queue_id: str, body: bool = True) -> Loaded |
         received_at,
         expires_at,
         trace_id,
-        Kind(kind),
+        kind,
     )
 
 

@@ -3,7 +3,8 @@
 Pure code, fed one line at a time (each line ends at an LF, as read from the
 socket), or a run of whole lines at once (``feed_lines``: the same verdicts,
 with the common case checked on the run as a whole rather than line by line in
-Python, which a large message makes most of the accept path). Only
+Python, which for a large message cost more than anything else the session
+did: docs/capacity.md). Only
 ``<CRLF>.<CRLF>`` ends the message. A bare CR or LF anywhere is refused and
 the session is closed: another server could read such a byte as a line end
 and see a second, smuggled message (CVE-2023-51764 class).

@@ -81,6 +81,7 @@ class Session:
         self.trace_id = uuid.uuid4().hex
         self.started = time.time()
         self._body: bytes | bytearray = b""  # the message just read, between READ_DATA and ENQUEUE
+        self.error: Exception | None = None  # what ended the session, when an error did
         self.plugins = self.host.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
             listening.policy,
@@ -106,17 +107,16 @@ class Session:
             self.conn.send(replies.SHUTTING_DOWN.render())
         except (OSError, ssl.SSLError) as exc:
             outcome = f"connection error: {exc}"
+            self.error = exc
         except Exception as exc:  # noqa: BLE001 - a bug ends this session only, with a reply, never a traceback
-            self._internal_error(exc)
+            log.exception("session failed unexpectedly (client %s, trace %s)", self.client, self.trace_id)
             outcome = "internal error"
+            self.error = exc
             self.conn.send(replies.INTERNAL_ERROR.render())
         finally:
             self.conn.close()
             event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
         return outcome
-
-    def _internal_error(self, exc: Exception) -> None:
-        log.exception("session failed unexpectedly (client %s, trace %s)", self.client, self.trace_id)
 
     def _serve(self) -> None:
         if not self._opening():

@@ -9,8 +9,9 @@ the local user, trusted as plain sendmail is (any recipient), with no TLS,
 AUTH or plug-ins to offer; each message is handed to the store function the
 sendmail command gives, which writes it to the queue database before its 250
 (the daemon may not be running) and nudges the daemon; input that ends
-inside a message queues nothing of it. The session logs nothing: what went
-wrong is said on stderr, and in the exit code sendmail makes of the outcome.
+inside a message queues nothing of it. The session's log events go nowhere
+(sendmail gives them no handler): what went wrong is said on stderr, and in
+the exit code sendmail makes of how the session ended.
 """
 
 import dataclasses
@@ -85,7 +86,6 @@ class LocalSession(Session):
         conn = Connection(cast(socket.socket, pipe), write_timeout=config.timeouts.command)
         super().__init__(Listening(LocalHost(config, store), STDIN, policy), conn, client_address="")
         self.origin = submit.LocalUser(user, via="sendmail -bs")
-        self.error: Exception | None = None
 
     def _opening(self) -> bool:
         return True  # a program on this host: no pregreet test, no connect plug-ins, no TLS
@@ -101,6 +101,3 @@ class LocalSession(Session):
     def _queued(self, message: NewMessage, signing: dkim.Signing) -> None:
         for line in signing.warnings():
             print(f"sendmail: {line}", file=sys.stderr)
-
-    def _internal_error(self, exc: Exception) -> None:
-        self.error = exc

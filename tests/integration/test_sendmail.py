@@ -179,6 +179,40 @@ def test_bs_refuses_bare_lf_and_too_long_lines_as_the_listeners_do(make_daemon):
     assert b"evil" not in result.stdout and not (daemon.data_dir / "queue.sqlite3").exists()  # nothing queued
 
 
+def test_bs_quit_with_a_transaction_open_queues_nothing_and_exits_0(make_daemon):
+    """QUIT ends the dialogue as the client asked: a transaction it began and left
+    is dropped, as it is over a socket, and that is no error of the input."""
+    daemon = make_daemon()
+    daemon.write_config()
+    script = b"HELO app.local\r\nMAIL FROM:<app@local.test>\r\nRCPT TO:<ops@remote.test>\r\nQUIT\r\n"
+    result = run("empath.cmd.sendmail", daemon, "-bs", stdin=script)
+    assert result.returncode == 0 and result.stderr == b""
+    assert bs_replies(result.stdout)[-1] == "221 2.0.0"
+    assert not (daemon.data_dir / "queue.sqlite3").exists()  # nothing queued
+
+
+def test_bs_with_an_output_it_cannot_write_says_so_and_exits_70(make_daemon, tmp_path):
+    """stdout that fails otherwise than by closing (here: opened for reading only) is
+    no hang-up of the client: one line on stderr and EX_SOFTWARE, never a traceback."""
+    daemon = make_daemon()
+    daemon.write_config()
+    unwritable = tmp_path / "out"
+    unwritable.write_bytes(b"")
+    env = dict(os.environ, EMPATH_CONFIG=str(daemon.config_path))
+    with unwritable.open("rb") as stdout:
+        result = subprocess.run(
+            [sys.executable, "-m", "empath.cmd.sendmail", "-bs"],
+            input=b"QUIT\r\n",
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+            timeout=30,
+        )
+    assert result.returncode == 70
+    assert result.stderr.startswith(b"sendmail: internal error: OSError: ") and b"Traceback" not in result.stderr
+
+
 def test_swaks_through_a_pipe_with_the_daemon_running(make_daemon):
     with Peer("127.0.0.11") as peer:
         daemon = routed_to(make_daemon, peer).start()

@@ -1,7 +1,7 @@
 """Reuse of idle connections: take, give and sweep, on a clock the test moves.
 
 The connections are small stand-ins with the parts the pool uses: the
-``idle`` mark (the next transaction starts with RSET: tests/unit/test_client.py),
+``idle`` mark (the next transaction starts with RSET: tests/unit/delivery/test_client.py),
 ``quit``, ``close`` and the count of messages carried.
 """
 
