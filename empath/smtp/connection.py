@@ -130,9 +130,10 @@ class Connection:
     def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
         self.flush()
         with gevent.Timeout(timeout):
-            tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+            # The TLS socket takes the descriptor over at once: held here, a handshake
+            # that fails is closed with the connection, not whenever it is collected.
+            tls = self.sock = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
             tls.do_handshake()
-        self.sock = tls
         self.tls_version = tls.version()
         cipher = tls.cipher()
         self.tls_cipher = cipher[0] if cipher else None

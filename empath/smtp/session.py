@@ -81,7 +81,9 @@ class Session:
         self.trace_id = uuid.uuid4().hex
         self.started = time.time()
         self._body: bytes | bytearray = b""  # the message just read, between READ_DATA and ENQUEUE
-        self.error: Exception | None = None  # what ended the session, when an error did
+        # What ended the session, when an error did; without its traceback, which
+        # would hold this session's frames until the cycle collector came by.
+        self.error: Exception | None = None
         self.plugins = self.host.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
             listening.policy,
@@ -107,11 +109,11 @@ class Session:
             self.conn.send(replies.SHUTTING_DOWN.render())
         except (OSError, ssl.SSLError) as exc:
             outcome = f"connection error: {exc}"
-            self.error = exc
+            self.error = exc.with_traceback(None)
         except Exception as exc:  # noqa: BLE001 - a bug ends this session only, with a reply, never a traceback
             log.exception("session failed unexpectedly (client %s, trace %s)", self.client, self.trace_id)
             outcome = "internal error"
-            self.error = exc
+            self.error = exc.with_traceback(None)
             self.conn.send(replies.INTERNAL_ERROR.render())
         finally:
             self.conn.close()
