@@ -93,8 +93,25 @@ def _postfix_delivery(fields: dict[str, Any]) -> tuple[list[str], dict[str, Any]
     return parts, rest
 
 
-# Events whose text form is not plain ``key=value`` pairs.
-TEXT_RENDERINGS = {"delivery": _postfix_delivery}
+def _postfix_reject(fields: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """A refusal as Postfix writes it: ``RCPT from unknown[192.0.2.1]: 554 5.7.1 Relay access denied;``
+    then ``from=<…> to=<…> helo=<…>``. Empath looks up no client names: always ``unknown``.
+
+    The fail2ban filter (conf/fail2ban/) reads this shape; keep it stable.
+    """
+    rest = dict(fields)
+    for key in ("command", "client", "code", "status", "reply", "sender", "recipient", "helo"):
+        rest.pop(key, None)
+    reply = " ".join(str(part) for part in (fields.get("code"), fields.get("status"), fields.get("reply")) if part)
+    parts = [f"{fields.get('command')} from unknown[{fields.get('client')}]: {reply};"]
+    for key, shown in (("sender", "from"), ("recipient", "to"), ("helo", "helo")):
+        if fields.get(key) is not None:
+            parts.append(f"{shown}=<{fields[key]}>")
+    return parts, rest
+
+
+# Events whose text form is not plain ``key=value`` pairs, by logger and name.
+TEXT_RENDERINGS = {("empath.delivery", "delivery"): _postfix_delivery, ("empath.smtp", "reject"): _postfix_reject}
 
 
 class TextFormatter(logging.Formatter):
@@ -103,7 +120,7 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", {})
         name = record.getMessage()
         parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname.lower(), record.name, name]
-        render = TEXT_RENDERINGS.get(name) if record.name == "empath.delivery" else None
+        render = TEXT_RENDERINGS.get((record.name, name))
         if render is not None:
             shown, fields = render(fields)
             parts += shown

@@ -128,7 +128,16 @@ class SmtpServer:
         refusal = self._refusal(client)
         name = listening.listener.name
         if refusal is not None:
-            event(log, "connection_refused", level=logging.WARNING, client=client, reason=refusal.text)
+            event(
+                log,
+                "reject",
+                command="CONNECT",
+                client=client,
+                code=refusal.code,
+                status=refusal.status,
+                reply=refusal.text,
+                listener=name,
+            )
             conn = Connection(sock, self.config.timeouts.command)
             conn.send(refusal.render())
             conn.close(linger=0.5)

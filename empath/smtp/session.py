@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import gevent
 
 from empath import threads
+from empath.addresses import ReversePath
 from empath.config import Config, Listener
 from empath.log import audit, event
 from empath.message import dkim, stamp, submit
@@ -84,6 +85,11 @@ class Session:
         # What ended the session, when an error did; without its traceback, which
         # would hold this session's frames until the cycle collector came by.
         self.error: Exception | None = None
+        # What is being answered, for a refusal's log line: a stage with no command
+        # line (CONNECT, AUTH for a SASL response, END-OF-MESSAGE), or the line itself.
+        self._stage: str | None = "CONNECT"
+        self._line = b""
+        self._data_sender: ReversePath | None = None  # the sender of the message being read
         self.plugins = self.host.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
             listening.policy,
@@ -127,6 +133,8 @@ class Session:
         limit = self.config.limits.line_length
         while True:
             line, overflow = self.conn.read_line(limit, self.config.timeouts.command)
+            self._stage = "AUTH" if self.machine.in_auth_exchange else None
+            self._line = line
             if overflow:
                 step = self.machine.line_too_long()
             elif not line.endswith(b"\r\n"):
@@ -143,16 +151,40 @@ class Session:
         if self.listening.listener.mode == "smtps":
             self._start_tls()
         elif self.conn.has_input(self.config.timeouts.greet_pause):
-            event(log, "pregreet", level=logging.WARNING, client=self.client, trace_id=self.trace_id)
-            self.conn.send(replies.PREGREET.render())
-            self.host.metrics.commands_rejected.labels(replies.PREGREET.name).inc()
-            self.conn.close(linger=self.linger)
+            self._perform(Step((replies.PREGREET,), Action.CLOSE))
             return False
         refusal = _refusal(self._consult("connect"))
         if refusal is not None:
             self._perform(Step((replies.at_greeting(refusal),), Action.CLOSE))
             return False
         return True
+
+    def _reject(self, reply: Reply) -> None:
+        """One line per refusal, whatever refused: who, what and why (docs/logging.md, fail2ban)."""
+        self.host.metrics.commands_rejected.labels(replies.name_of(reply)).inc()
+        command, argument = _command(self._stage, self._line)
+        transaction = self.machine.transaction
+        if transaction is not None:
+            sender: str | None = transaction.sender
+        elif self._stage == "END-OF-MESSAGE":
+            sender = self._data_sender
+        else:
+            sender = _address(argument, "FROM:")
+        event(
+            log,
+            "reject",
+            command=command,
+            client=self.client,
+            code=reply.code,
+            status=reply.status or None,
+            reply=reply.text.replace("\n", " "),
+            helo=self.machine.helo,
+            sender=sender,
+            recipient=_address(argument, "TO:"),
+            user=self.machine.auth_user,
+            listener=self.listening.listener.name,
+            trace_id=self.trace_id,
+        )
 
     def _trace(self, line: bytes) -> None:
         if not log.isEnabledFor(logging.DEBUG):
@@ -174,7 +206,7 @@ class Session:
         for reply in step.replies:
             self.conn.send(reply.render(enhanced=bool(reply.status)))
             if reply.code >= 400:
-                self.host.metrics.commands_rejected.labels(replies.name_of(reply)).inc()
+                self._reject(reply)
         action = step.action
         if action is Action.NONE:
             return True
@@ -293,6 +325,8 @@ class Session:
         return self.machine.auth_result(ok)
 
     def _read_data(self) -> Step:
+        self._stage = "END-OF-MESSAGE"  # what the message's refusals answer
+        self._data_sender = self.machine.transaction.sender if self.machine.transaction is not None else None
         limits = self.config.limits
         reader = DataReader(limits.max_message_size, limits.text_line_length, limits.max_received_headers)
         # Read a little more than a legal line, so an over-long one is seen as such.
@@ -303,17 +337,6 @@ class Session:
             if ended:
                 self.conn.unread(after)  # commands pipelined after the end
                 break
-        if reader.error is not None:
-            event(
-                log,
-                "data_refused",
-                level=logging.WARNING,
-                client=self.client,
-                code=reader.error.code,
-                status=reader.error.status or None,
-                reply=reader.error.text,
-                trace_id=self.trace_id,
-            )
         self._body = reader.body if reader.error is None else b""  # taken as it is: no copy of a large message
         return self.machine.data_end(reader.error, reader.fatal)
 
@@ -418,6 +441,24 @@ def _refusal(verdict: Verdict) -> Reply | None:
         r = verdict.reject
         return replies.plugin_rejection(r.code, r.status, r.text)
     return None
+
+
+def _command(stage: str | None, line: bytes) -> tuple[str, str]:
+    """The command a refusal answers, and its argument when it is MAIL or RCPT."""
+    if stage is not None:
+        return stage, ""
+    verb, _, argument = line[:512].decode("utf-8", "replace").rstrip("\r\n").partition(" ")
+    command = verb.upper() if verb.isascii() and verb.isalpha() and len(verb) <= 12 else "UNKNOWN"
+    return command, argument if command in ("MAIL", "RCPT") else ""
+
+
+def _address(argument: str, prefix: str) -> str | None:
+    """The address a MAIL (``FROM:``) or RCPT (``TO:``) argument gives, as the client wrote
+    it but for what could mislead a reader of the log line (control characters, ``<>``)."""
+    if argument[: len(prefix)].upper() != prefix:
+        return None
+    text = argument[len(prefix) :].strip().split(" ", 1)[0].strip("<>")[:256]
+    return "".join(ch if ch.isprintable() and ch not in "<>" else "?" for ch in text)
 
 
 def _parameters(mail: MailArgs) -> dict[str, str]:

@@ -122,7 +122,10 @@ def test_talking_before_the_greeting_is_refused(slow):
         assert client.reply() == raw_reply(replies.PREGREET)  # and no 220 before it
         assert client.closed()
         assert client.buf == b""
-    wait_for(lambda: " pregreet " in slow.log(), what="a pregreet log line")
+    wait_for(
+        lambda: " reject CONNECT from unknown[127.0.0.1]: 554 5.5.1 Talking before" in slow.log(),
+        what="its reject line",
+    )
 
 
 def test_a_client_that_waits_for_the_greeting_is_served(slow):

@@ -61,6 +61,21 @@ def test_an_event_named_delivery_elsewhere_is_not_rewritten():
     assert line.endswith("delivery recipient=a@b.test")
 
 
+def test_text_reject_line_reads_like_postfix():
+    fields = dict(command="RCPT", client="192.0.2.1", code=554, status="5.7.1", reply="Relay access denied")
+    fields |= dict(helo="evil.test", sender="a@far.test", recipient="x@else.test", user=None, listener="smtp@[::]:25")
+    line = TextFormatter().format(record("reject", "empath.smtp", **fields, trace_id="5f0c"))
+    assert line.split(" ", 3)[3] == (
+        "reject RCPT from unknown[192.0.2.1]: 554 5.7.1 Relay access denied;"
+        " from=<a@far.test> to=<x@else.test> helo=<evil.test> listener=smtp@[::]:25 trace_id=5f0c"
+    )
+    # A refusal before any command, with neither status nor addresses.
+    line = TextFormatter().format(
+        record("reject", "empath.smtp", command="CONNECT", client="::1", code=421, reply="Go")
+    )
+    assert line.endswith(" empath.smtp reject CONNECT from unknown[::1]: 421 Go;")
+
+
 def test_json_keeps_structured_fields():
     data = json.loads(JsonFormatter().format(record("delivery", **DELIVERY)))
     assert data.pop("time").endswith("Z")
