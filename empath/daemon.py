@@ -11,7 +11,7 @@ import gevent.event
 
 from empath import __version__
 from empath import config as config_module
-from empath.config import Config, reader
+from empath.config import Config, reader, risks
 from empath.config.files import read_password
 from empath.control import reload as reloading
 from empath.control import settings as control_settings
@@ -99,6 +99,13 @@ class Daemon:
         self.scheduler.start()
         self.control.serve()
         event(log, "started", version=__version__, pid=os.getpid(), data_dir=str(self.config.data_dir))
+        self._warn(self.config)
+
+    @staticmethod
+    def _warn(config: Config) -> None:
+        """What --check warns of, in the log of every start and reload."""
+        for line in risks.warnings(config):
+            event(log, "config_warning", level=logging.WARNING, config=str(config.path), warning=line)
 
     def _watch(self, resolver: Resolver) -> None:
         """What the metrics read when scraped."""
@@ -170,6 +177,7 @@ class Daemon:
             raise reloading.ReloadRefused(exc.problems) from None
         config, self.restart_needed = reloading.effective(self.config, new)
         self._apply(config)
+        self._warn(config)
         self.plugins.reload()  # plug-ins re-read their own files (the block list)
         audit("reload", config=str(path), result="applied", restart_needed=self.restart_needed or None)
         return {"config": str(path), "restart_needed": self.restart_needed}

@@ -18,11 +18,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from empath import daemon
     from empath.cmd.config import loaded
+    from empath.config import risks
 
     config = loaded("empath", args.config, daemon.check)
     if config is None:
         return 1
     if args.check:
+        for line in risks.warnings(config):
+            print(f"empath: warning: {line}", file=sys.stderr)
         print(f"empath: {config.path} is valid")
         return 0
     return _run(config)

@@ -387,7 +387,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
     metrics_address = r.get(server, "metrics_address", None, values.host_port, "server.metrics_address")
     smtp_processes = r.get(server, "smtp_processes", 1, values.integer(1, MAX_SMTP_PROCESSES), "server.smtp_processes")
 
-    relay = r.table(doc, "relay", {"local_domains", "trusted_networks"})
+    relay = r.table(doc, "relay", {"local_domains", "trusted_networks", "allow_open_relay"})
     domains = r.get(
         relay, "local_domains", [], lambda v: [values.domain(d) for d in values.string_list(v)], "relay.local_domains"
     )
@@ -398,6 +398,14 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         lambda v: [values.network(n) for n in values.string_list(v)],
         "relay.trusted_networks",
     )
+    allow_open_relay = r.get(relay, "allow_open_relay", False, values.boolean, "relay.allow_open_relay")
+    for network in networks:
+        if network.prefixlen == 0 and not allow_open_relay:
+            r.problem(
+                "relay.trusted_networks",
+                f"{network} lets every host on the internet relay through Empath (an open relay);"
+                " set relay.allow_open_relay = true if that is really meant",
+            )
 
     tls = r.table(doc, "tls", {"certificate", "key"})
     cert = r.get(tls, "certificate", None, path, "tls.certificate")

@@ -72,6 +72,12 @@ def age(text: str) -> float:
         raise ValueError(f"{text!r} is not an age such as 90, 30m, 2h or 5d") from None
 
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")

@@ -6,6 +6,7 @@ helpers (through queue/store.py), and the commands that work on the file
 themselves (sendmail, mailq, empathctl with the daemon down, backups).
 """
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -48,11 +49,15 @@ class AlreadyRunning(QueueError):
     pass
 
 
-def connect(path: Path, max_size: int = 0, readonly: bool = False) -> peewee.SqliteDatabase:
-    """A peewee database on ``path`` with the pragmas the queue relies on."""
+def connect(path: Path, max_size: int = 0) -> peewee.SqliteDatabase:
+    """A peewee database on ``path`` with the pragmas the queue relies on; a new file
+    is the daemon's user's alone (0600), as SQLite then makes its WAL and shared
+    memory files."""
+    # An empty file is an empty database to SQLite; one that exists keeps its mode.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     pragmas: list[tuple[str, Any]] = [("foreign_keys", 1), ("busy_timeout", 5000)]
-    if not readonly:
-        pragmas += [("journal_mode", "wal"), ("synchronous", "full")]
+    pragmas += [("journal_mode", "wal"), ("synchronous", "full")]
     db = peewee.SqliteDatabase(
         str(path), pragmas=pragmas, thread_safe=False, check_same_thread=False, autoconnect=False
     )
@@ -103,8 +108,9 @@ def ensure_schema(db: peewee.SqliteDatabase) -> int:
 
 
 def lock_data_dir(data_dir: Path) -> int:
-    """Take the data directory's lock, so two daemons never share one queue."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Take the data directory's lock, so two daemons never share one queue.
+    A data directory made here is the daemon's user's alone (0700)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = data_dir / "empath.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

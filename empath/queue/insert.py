@@ -122,7 +122,7 @@ def _insert_body(conn: sqlite3.Connection, queue_id: str, head: bytes, body: byt
 def insert_alone(path: Path, msg: NewMessage, max_size: int = 0) -> None:
     """Write ``msg`` into the queue file at ``path`` in a transaction of its own, for a
     process that is not the daemon (sendmail). SQLite serializes it with the daemon's writes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = database.connect(path, max_size)
     try:
         database.ensure_schema(db)
