@@ -76,7 +76,10 @@ class Daemon:
         self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins)
         self.helpers: HelperPool | None = None
         if config.smtp_processes > 1:
-            self.helpers = self.server.helpers = HelperPool(config, self.metrics, on_queued=self.scheduler.wake)
+            self.helpers = self.server.helpers = HelperPool(
+                config, self.metrics, on_queued=self.scheduler.wake, on_auth_failed=self.server.note_auth_failure
+            )
+            self.server.on_auth_failed = self.helpers.auth_failed
         self._watch(self.resolver)
         self.control = ControlServer(config.control_socket, config.control.group, _tokens(config), DaemonVerbs(self))
         self._stop = gevent.event.Event()

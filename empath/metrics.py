@@ -105,6 +105,9 @@ class Metrics:
             "empath_smtp_tls_handshakes_total", "Inbound TLS handshakes", ["result"], registry=r
         )
         self.auth = Counter("empath_smtp_auth_total", "AUTH attempts that checked a password", ["result"], registry=r)
+        self.stress = Gauge(
+            "empath_smtp_stress", "1 while the strangers' connection slots are short (stress mode)", registry=r
+        )
 
         # Queue
         self.queue_in = Counter(

@@ -96,7 +96,9 @@ class Daemon:
             },
             "relay": {"local_domains": ["local.test", "example.test"], "trusted_networks": ["127.0.0.2/32"]},
             "auth": {"users_file": str(self.users_path)},
-            "limits": {"auth_failure_delay": "10ms"},
+            # Tests open many sessions from 127.0.0.1 in quick succession: no connection
+            # rate limit, but where a test sets one (tests/regress/test_slot_exhaustion.py).
+            "limits": {"auth_failure_delay": "10ms", "connection_rate_per_client": 0},
             "timeouts": {"shutdown_grace": "5s"},
             "queue": {"min_free_space": 0},
             # Nothing here reaches the internet: DNS goes to a loopback port where

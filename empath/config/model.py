@@ -82,12 +82,22 @@ class Limits:
     text_line_length: int = 1000  # RFC 5321 §4.5.3.1.6, CRLF included
     max_message_size: int = 52428800
     max_recipients: int = 100  # RFC 5321 §4.5.3.1.8 minimum
+    # Sessions of clients outside trusted_networks: on smtp listeners, and (apart, so
+    # that the MX port's strangers never crowd out people logging in) on submission
+    # and smtps listeners. Trusted clients are counted against neither.
     max_connections: int = 100
-    max_connections_per_client: int = 50  # Postfix smtpd_client_connection_count_limit
-    max_errors: int = 20
+    max_submission_connections: int = 100
+    max_connections_per_client: int = 50  # Postfix smtpd_client_connection_count_limit; trusted too
+    connection_rate_per_client: float = 1.0  # connections a second from one untrusted address; 0: no limit
+    max_errors: int = 20  # Postfix smtpd_hard_error_limit
+    junk_command_limit: int = 100  # NOOP, RSET, VRFY, HELP, a repeated EHLO; Postfix smtpd_junk_command_limit
     max_received_headers: int = 50
-    auth_max_failures: int = 3
+    data_min_rate: int = 500  # bytes a second a message must arrive at, on average; Postfix smtpd_min_data_rate
+    stress_threshold: int = 80  # percent of the strangers' connections: beyond it, stress mode
+    auth_max_failures: int = 3  # per session
     auth_failure_delay: float = 1.0
+    auth_failures_per_client: int = 10  # in auth_failure_window, across sessions: then AUTH is refused
+    auth_failure_window: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ class Timeouts:
     tls_handshake: float = 60.0
     greet_pause: float = 0.0
     shutdown_grace: float = 30.0
+    stress: float = 10.0  # in stress mode, command and data timeouts of untrusted clients (Postfix: 10s)
 
 
 @dataclass(frozen=True)

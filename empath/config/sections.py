@@ -65,11 +65,22 @@ def _limits(r: Reader, doc: dict) -> Limits:
     sizes = {"max_message_size"}
     delays = {"auth_failure_delay"}
     minimums = {"line_length": 512, "text_line_length": 1000, "max_recipients": 100, "max_received_headers": 1}
+    # 0 turns these off.
+    minimums |= {"data_min_rate": 0, "auth_failures_per_client": 0}
+    convert: Callable[[Any], Any]
     kwargs = {}
     for f in fields(Limits):
         where = f"limits.{f.name}"
         if f.name in sizes:
             convert = values.at_least(values.size, 1024)
+        elif f.name == "data_min_rate":
+            convert = values.size
+        elif f.name == "connection_rate_per_client":
+            convert = values.rate
+        elif f.name == "stress_threshold":
+            convert = values.integer(1, 100)
+        elif f.name == "auth_failure_window":
+            convert = values.at_least(values.duration, 1)
         elif f.name in delays:
             convert = values.duration
         else:

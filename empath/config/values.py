@@ -54,7 +54,7 @@ def size(value: object) -> int:
 
 
 def rate(value: object) -> float:
-    """Messages per second from ``0`` (no limit), ``"10/s"``, ``"60/m"`` or ``"1000/h"``."""
+    """A rate per second (of messages, of connections) from ``0`` (no limit), ``"10/s"``, ``"60/m"`` or ``"1000/h"``."""
     if value == 0 and not isinstance(value, bool):
         return 0.0
     m = _RATE.match(value.strip()) if isinstance(value, str) else None

@@ -165,9 +165,15 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> 
 
 
 def _connections(rows: list[dict[str, Any]]) -> str:
+    """One row a session; AUTH FAILS: the passwords its address got wrong lately (across
+    sessions), STRESS: it came while strangers' slots were short."""
     return _table(
-        ("CLIENT", "LISTENER", "STATE", "TLS", "AGE", "HELO", "USER"),
-        [(r["client"], r["listener"], r["state"], r["tls"], format_age(r["age"]), r["helo"], r["user"]) for r in rows],
+        ("CLIENT", "LISTENER", "STATE", "TLS", "AGE", "HELO", "USER", "AUTH FAILS", "STRESS"),
+        [
+            (r["client"], r["listener"], r["state"], r["tls"], format_age(r["age"]), r["helo"], r["user"])
+            + (r.get("auth_failures", 0), "yes" if r.get("stressed") else None)
+            for r in rows
+        ],
         "no SMTP sessions open",
     )
 

@@ -50,10 +50,10 @@ class Connection:
             with gevent.Timeout(self.write_timeout):
                 send_all(self.sock, data)
 
-    def _fill(self, timeout: float) -> None:
+    def _fill(self) -> None:
+        """Wait for more input, under the deadline of the caller's gevent.Timeout."""
         self.flush()
-        with gevent.Timeout(timeout):
-            chunk = self.sock.recv(RECV_SIZE)
+        chunk = self.sock.recv(RECV_SIZE)
         if not chunk:
             raise ConnectionClosed()
         self._in += chunk
@@ -61,21 +61,30 @@ class Connection:
     def read_line(self, limit: int, timeout: float) -> tuple[bytes, bool]:
         """One line up to and including its LF, and whether it overflowed ``limit``.
 
-        An overflowing line is returned as its first ``limit`` bytes plus its
-        own ending (CRLF or LF); the rest is read and dropped, so the session
-        stays in step. Raises gevent.Timeout or ConnectionClosed.
+        ``timeout`` is a deadline for the whole line, however it trickles in: a
+        client that sends a byte every few minutes does not hold its slot for
+        ever. An overflowing line is returned as its first ``limit`` bytes plus
+        its own ending (CRLF or LF); the rest is read and dropped, so the
+        session stays in step. Raises gevent.Timeout or ConnectionClosed.
         """
-        start = 0
-        while True:
-            end = self._in.find(b"\n", start)
-            if end != -1 and end < limit:
-                line = bytes(self._in[: end + 1])
-                del self._in[: end + 1]
-                return line, False
-            if end != -1 or len(self._in) >= limit:
-                return self._drop_long_line(limit, timeout), True
-            start = len(self._in)
-            self._fill(timeout)
+        end = self._in.find(b"\n")
+        if end != -1 and end < limit:  # buffered whole (pipelining): no timer to set
+            return self._take(end), False
+        with gevent.Timeout(timeout):
+            start = 0
+            while True:
+                end = self._in.find(b"\n", start)
+                if end != -1 and end < limit:
+                    return self._take(end), False
+                if end != -1 or len(self._in) >= limit:
+                    return self._drop_long_line(limit), True
+                start = len(self._in)
+                self._fill()
+
+    def _take(self, end: int) -> bytes:
+        line = bytes(self._in[: end + 1])
+        del self._in[: end + 1]
+        return line
 
     def read_lines(self, limit: int, timeout: float) -> tuple[bytes, bool]:
         """Every whole line buffered (at least one), each at most ``limit`` bytes,
@@ -99,7 +108,7 @@ class Connection:
         """Put ``data`` back in front of what is buffered, to be read next."""
         self._in[:0] = data
 
-    def _drop_long_line(self, limit: int, timeout: float) -> bytes:
+    def _drop_long_line(self, limit: int) -> bytes:
         head = bytes(self._in[:limit])
         del self._in[:limit]
         last: bytes | bytearray = head[-1:]
@@ -112,7 +121,7 @@ class Connection:
             if self._in:
                 last = self._in[-1:]
                 self._in.clear()
-            self._fill(timeout)
+            self._fill()
 
     def has_input(self, timeout: float = 0.0) -> bool:
         """True if the client has sent anything we have not read yet."""

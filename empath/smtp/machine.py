@@ -30,6 +30,10 @@ from empath.smtp.commands import (
 from empath.smtp.relay import Client, may_relay
 from empath.smtp.replies import Reply
 
+# Commands that move no mail: a client that sends more than junk_command_limit of
+# them (a repeated EHLO too) without queueing a message is holding a slot, not mailing.
+JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "HELP"})
+
 
 class Action(enum.Enum):
     NONE = "none"
@@ -138,6 +142,7 @@ class Machine:
         self.auth_user: str | None = None
         self.transaction: Transaction | None = None
         self.errors = 0
+        self.junk = 0  # commands that move no mail, since the last message queued
         self.auth_failures = 0
         self._local_domains = frozenset(policy.local_domains)
         # An AUTH exchange in progress: (mechanism, username so far).
@@ -203,6 +208,11 @@ class Machine:
         step = self._fail(replies.AUTH_FAILED)
         return Step(step.replies, step.action, delay=delay)
 
+    def auth_blocked(self) -> Step:
+        """The client's address got too many passwords wrong lately (across sessions): no check, a 421."""
+        self._pending_user = None
+        return Step((replies.AUTH_BLOCKED,), Action.CLOSE)
+
     def auth_unavailable(self) -> Step:
         """The users file could not be read: a temporary failure, not the client's fault."""
         self._pending_user = None
@@ -219,6 +229,7 @@ class Machine:
 
     def queued(self, queue_id: str) -> Step:
         self._reset()
+        self.junk = 0  # a session that moves mail is no idler: its RSETs between messages are not junk
         return Step((replies.QUEUED.format(queue_id=queue_id),))
 
     def queue_failed(self, reply: Reply) -> Step:
@@ -242,6 +253,10 @@ class Machine:
     def _dispatch(self, cmd: Command) -> Step:
         if cmd.verb in NOT_SMTP_VERBS:
             return Step((replies.NOT_SMTP,), Action.CLOSE)
+        if cmd.verb in JUNK_VERBS or (cmd.verb in ("EHLO", "HELO") and self.helo is not None):
+            self.junk += 1
+            if self.junk > self.policy.limits.junk_command_limit:
+                return Step((replies.TOO_MANY_JUNK,), Action.CLOSE)
         handler = getattr(self, f"_cmd_{cmd.verb.lower()}", None)
         if handler is None:
             if cmd.verb in ("EXPN", "TURN", "ETRN", "BDAT"):

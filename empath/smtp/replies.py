@@ -72,7 +72,9 @@ CLOSING = Reply(221, "2.0.0", "Bye")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 TOO_MANY_FROM_CLIENT = Reply(421, "4.7.0", "Too many connections from your address, try again later")
+TOO_FAST_FROM_CLIENT = Reply(421, "4.7.0", "Your address connects too often, try again later")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+TOO_MANY_JUNK = Reply(421, "4.7.0", "Too many commands without mail, closing connection")
 INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error, closing connection; try again later")
 TIMEOUT = Reply(421, "4.4.2", "Timeout waiting for input, closing connection")
 PREGREET = Reply(554, "5.5.1", "Talking before the greeting is not allowed")
@@ -140,6 +142,7 @@ AUTH_BAD_RESPONSE = Reply(501, "5.5.2", "Cannot decode the authentication respon
 AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
 AUTH_NOT_AVAILABLE = Reply(502, "5.5.1", "Authentication not available on this listener")
 AUTH_TOO_MANY_FAILURES = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
+AUTH_BLOCKED = Reply(421, "4.7.0", "Too many authentication failures from your address, try again later")
 AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")
 
 

@@ -6,6 +6,7 @@ import socket
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,7 +21,8 @@ from empath.plugins.loader import Plugins
 from empath.queue.database import free_space
 from empath.queue.insert import NewMessage
 from empath.queue.store import Queue
-from empath.smtp import replies
+from empath.smtp import admission, replies
+from empath.smtp.anvil import Anvil
 from empath.smtp.connection import Connection
 from empath.smtp.machine import Policy
 from empath.smtp.relay import is_trusted
@@ -42,7 +44,7 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 class Handover(Protocol):
     """Somewhere else to serve a session: the SMTP helper processes (smtp/procs/pool.py)."""
 
-    def serve(self, listener: str, sock: socket.socket, client: str) -> str | None:
+    def serve(self, listener: str, sock: socket.socket, client: str, stressed: bool) -> str | None:
         """Serve the connection to its end and say how it ended; None if it could not be
         handed over (no helper ready): then this process serves it."""
 
@@ -60,7 +62,13 @@ class SmtpServer:
     active: set[Session] = field(default_factory=set)  # what `empathctl connections` lists
     listening: list[Listening] = field(default_factory=list)
     streams: list[StreamServer] = field(default_factory=list)
-    per_client: Counter = field(default_factory=Counter)
+    per_client: Counter = field(default_factory=Counter)  # sessions open by client address
+    strangers: Counter = field(default_factory=Counter)  # untrusted sessions open by pool (admission.py)
+    under_stress: bool = False
+    anvil: Anvil = field(default_factory=Anvil)
+    # Told of each wrong password, with its address and time: the daemon tells its
+    # helpers, a helper its daemon, so that every process counts every failure.
+    on_auth_failed: Callable[[str, float], None] = lambda address, when: None
     accepting: bool = True
     metrics: Metrics = field(default_factory=Metrics)
     plugins: Plugins = field(default_factory=Plugins)
@@ -76,6 +84,22 @@ class SmtpServer:
 
     def enqueue(self, message: NewMessage) -> None:
         self.queue.enqueue(message)
+
+    def auth_blocked(self, address: str) -> bool:
+        limits = self.config.limits
+        until = self.anvil.auth_blocked_until(
+            address, time.time(), limits.auth_failures_per_client, limits.auth_failure_window
+        )
+        return until is not None
+
+    def auth_failed(self, address: str) -> None:
+        now = time.time()
+        self.note_auth_failure(address, now)
+        self.on_auth_failed(address, now)
+
+    def note_auth_failure(self, address: str, when: float) -> None:
+        """A wrong password from ``address``, in this process or another."""
+        self.anvil.auth_failed(address, when, self.config.limits.auth_failure_window)
 
     def storage_available(self, size: int) -> bool:
         """Postfix's rule: keep room for the message and half again, and the configured floor."""
@@ -125,8 +149,15 @@ class SmtpServer:
     def _accept(self, listening: Listening, sock: socket.socket, address: tuple) -> None:
         """Runs in the connection's own greenlet (StreamServer spawns it)."""
         client = address[0]
-        refusal = self._refusal(client)
         name = listening.listener.name
+        limits = self.config.limits
+        trusted = self.is_trusted(client)
+        pool = admission.pool_of(listening.listener.mode)
+        if not self.accepting:
+            refusal: replies.Reply | None = replies.SHUTTING_DOWN
+        else:
+            too_fast = not trusted and not self.anvil.connect(client, time.time(), limits.connection_rate_per_client)
+            refusal = admission.refusal(limits, trusted, pool, self.strangers, self.per_client[client], too_fast)
         if refusal is not None:
             event(
                 log,
@@ -144,33 +175,46 @@ class SmtpServer:
             self.metrics.connections.labels(name, "refused").inc()
             return
         self.per_client[client] += 1
+        if not trusted:
+            self.strangers[pool] += 1
+        stressed = self._stress_check()
         self.sessions.add(gevent.getcurrent())
         self.metrics.connections_open.labels(name).inc()
         outcome = "error"
         try:
-            handed = self.helpers.serve(name, sock, client) if self.helpers is not None else None
-            outcome = handed if handed is not None else self.run_session(listening, sock, client)
+            handed = self.helpers.serve(name, sock, client, stressed) if self.helpers is not None else None
+            outcome = handed if handed is not None else self.run_session(listening, sock, client, stressed)
         finally:
             self.metrics.connections_open.labels(name).dec()
             self.metrics.connections.labels(name, outcome_label(outcome)).inc()
             self.sessions.discard(gevent.getcurrent())
-            self.per_client[client] -= 1
-            if not self.per_client[client]:
-                del self.per_client[client]
+            _count_down(self.per_client, client)
+            if not trusted:
+                _count_down(self.strangers, pool)
+            self._stress_check()
 
-    def _refusal(self, client: str) -> replies.Reply | None:
-        limits = self.config.limits
-        if not self.accepting:
-            return replies.SHUTTING_DOWN
-        if len(self.sessions) >= limits.max_connections:
-            return replies.TOO_MANY_CONNECTIONS
-        if self.per_client[client] >= limits.max_connections_per_client:
-            return replies.TOO_MANY_FROM_CLIENT
-        return None
+    def _stress_check(self) -> bool:
+        """Are the strangers' slots short? Says so in the log and the metrics when that changes."""
+        stressed = admission.stressed(self.config.limits, self.strangers)
+        if stressed != self.under_stress:
+            self.under_stress = stressed
+            self.metrics.stress.set(int(stressed))
+            # How full each strangers' pool is: "95/100".
+            pools = {
+                pool: f"{self.strangers.get(pool, 0)}/{cap}" for pool, cap in admission.caps(self.config.limits).items()
+            }
+            event(
+                log,
+                "stress",
+                level=logging.WARNING if stressed else logging.INFO,
+                state="start" if stressed else "end",
+                **pools,
+            )
+        return stressed
 
-    def run_session(self, listening: Listening, sock: socket.socket, client: str) -> str:
+    def run_session(self, listening: Listening, sock: socket.socket, client: str, stressed: bool = False) -> str:
         """Serve one accepted connection in this process; how it ended."""
-        session = Session(listening, Connection(sock, self.config.timeouts.command), client)
+        session = Session(listening, Connection(sock, self.config.timeouts.command), client, stressed)
         self.active.add(session)
         try:
             return session.run()
@@ -189,7 +233,7 @@ class SmtpServer:
     def describe_sessions(self) -> list[dict[str, Any]]:
         """What `empathctl connections` shows of each session, oldest first, helpers' included."""
         now = time.time()
-        rows = [describe(session, now) for session in self.active]
+        rows = [self.describe(session, now) for session in self.active]
         if self.helpers is not None:
             rows += self.helpers.sessions()
         return sorted(rows, key=lambda row: -row["age"])
@@ -206,18 +250,27 @@ class SmtpServer:
             log.warning("ending %d session(s) still open after %gs", len(self.sessions), grace)
             self.sessions.kill(exception=Shutdown, block=True, timeout=10)
 
+    def describe(self, session: Session, now: float) -> dict[str, Any]:
+        """What `empathctl connections` shows of one session."""
+        window = self.config.limits.auth_failure_window
+        return {
+            "client": session.client,
+            "listener": session.listening.listener.name,
+            "state": session.machine.state.value,
+            "tls": session.conn.tls_version,
+            "helo": session.machine.helo,
+            "user": session.machine.auth_user,
+            "age": round(now - session.started, 1),
+            "trace_id": session.trace_id,
+            "stressed": session.stressed,
+            "auth_failures": self.anvil.auth_failures(session.client, now, window),  # the address's, lately
+        }
 
-def describe(session: Session, now: float) -> dict[str, Any]:
-    return {
-        "client": session.client,
-        "listener": session.listening.listener.name,
-        "state": session.machine.state.value,
-        "tls": session.conn.tls_version,
-        "helo": session.machine.helo,
-        "user": session.machine.auth_user,
-        "age": round(now - session.started, 1),
-        "trace_id": session.trace_id,
-    }
+
+def _count_down(counter: Counter, key: str) -> None:
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]
 
 
 def outcome_label(outcome: str) -> str:

@@ -56,6 +56,12 @@ class Host(Protocol):
     def enqueue(self, message: NewMessage) -> None:
         """Return once ``message`` is durably queued; raise QueueError if it is not."""
 
+    def auth_blocked(self, address: str) -> bool:
+        """Has the address got too many passwords wrong lately, across sessions?"""
+
+    def auth_failed(self, address: str) -> None:
+        """Count a wrong password against the address."""
+
 
 @dataclasses.dataclass
 class Listening:
@@ -73,10 +79,23 @@ class Shutdown(Exception):
 class Session:
     linger = 1.0  # seconds to read what a client still sends after our last reply, before closing
 
-    def __init__(self, listening: Listening, conn: Connection, client_address: str):
+    def __init__(self, listening: Listening, conn: Connection, client_address: str, stressed: bool = False):
+        """``stressed``: the server was short of connections for strangers when this one came;
+        an untrusted client then gets the stress timeouts and limits (docs/operations.md)."""
         self.listening = listening
         self.host = listening.host
         self.config = self.host.config
+        trusted = self.host.is_trusted(client_address)
+        self.timeouts = self.config.timeouts
+        policy = listening.policy
+        self.stressed = stressed and not trusted
+        if self.stressed:
+            stress = self.timeouts.stress
+            self.timeouts = dataclasses.replace(self.timeouts, command=stress, data=stress)
+            # As Postfix under stress: the first error, or the first command that moves no mail, ends it.
+            policy = dataclasses.replace(
+                policy, limits=dataclasses.replace(policy.limits, max_errors=1, junk_command_limit=1)
+            )
         self.conn = conn
         self.client = client_address
         self.trace_id = uuid.uuid4().hex
@@ -92,9 +111,9 @@ class Session:
         self._data_sender: ReversePath | None = None  # the sender of the message being read
         self.plugins = self.host.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
-            listening.policy,
+            policy,
             client_address,
-            trusted=self.host.is_trusted(client_address),
+            trusted=trusted,
             tls_active=False,
             checks=frozenset(self.plugins) & {"helo", "mail", "rcpt"},
         )
@@ -132,7 +151,7 @@ class Session:
         self.conn.send(self.machine.greeting().render(enhanced=False))
         limit = self.config.limits.line_length
         while True:
-            line, overflow = self.conn.read_line(limit, self.config.timeouts.command)
+            line, overflow = self.conn.read_line(limit, self.timeouts.command)
             self._stage = "AUTH" if self.machine.in_auth_exchange else None
             self._line = line
             if overflow:
@@ -150,7 +169,7 @@ class Session:
         the connect plug-ins. False when the session ended there."""
         if self.listening.listener.mode == "smtps":
             self._start_tls()
-        elif self.conn.has_input(self.config.timeouts.greet_pause):
+        elif self.conn.has_input(self.timeouts.greet_pause):
             self._perform(Step((replies.PREGREET,), Action.CLOSE))
             return False
         refusal = _refusal(self._consult("connect"))
@@ -287,7 +306,7 @@ class Session:
             )
         assert self.host.tls_context is not None
         try:
-            self.conn.start_tls(self.host.tls_context, self.config.timeouts.tls_handshake)
+            self.conn.start_tls(self.host.tls_context, self.timeouts.tls_handshake)
         except (Exception, gevent.Timeout):
             self.host.metrics.tls_handshakes.labels("failure").inc()
             raise
@@ -305,6 +324,9 @@ class Session:
     def _check_auth(self, user: str, password: str) -> Step:
         users = self.host.users
         assert users is not None
+        if self.host.auth_blocked(self.client):
+            # Refused before the check, right or wrong: a guesser learns nothing more.
+            return self.machine.auth_blocked()
         try:
             # scrypt takes tens of milliseconds of CPU: keep it off the hub.
             ok = threads.call(gevent.get_hub().threadpool, users.verify, user, password)
@@ -322,6 +344,8 @@ class Session:
             trace_id=self.trace_id,
         )
         self.host.metrics.auth.labels("success" if ok else "failure").inc()
+        if not ok:
+            self.host.auth_failed(self.client)
         return self.machine.auth_result(ok)
 
     def _read_data(self) -> Step:
@@ -331,8 +355,16 @@ class Session:
         reader = DataReader(limits.max_message_size, limits.text_line_length, limits.max_received_headers)
         # Read a little more than a legal line, so an over-long one is seen as such.
         buffer_limit = limits.text_line_length + 2
+        # Each line within the data timeout, and the whole at data_min_rate on average:
+        # the deadline starts a data timeout away and each byte received moves it on.
+        per_byte = 1 / limits.data_min_rate if limits.data_min_rate else 0.0
+        deadline = time.monotonic() + self.timeouts.data
         while True:
-            lines, overflow = self.conn.read_lines(buffer_limit, self.config.timeouts.data)
+            left = deadline - time.monotonic() if per_byte else self.timeouts.data
+            if left <= 0:
+                raise gevent.Timeout()
+            lines, overflow = self.conn.read_lines(buffer_limit, min(self.timeouts.data, left))
+            deadline += len(lines) * per_byte
             ended, after = reader.feed_lines(lines, overflow)
             if ended:
                 self.conn.unread(after)  # commands pipelined after the end

@@ -72,6 +72,13 @@ class LocalHost:
     def is_trusted(self, address: str) -> bool:
         return True
 
+    # No AUTH is offered on stdin: there is nothing to count.
+    def auth_blocked(self, address: str) -> bool:
+        return False
+
+    def auth_failed(self, address: str) -> None:
+        pass
+
 
 # The listener a local session is on, for its name: it binds nothing.
 STDIN = Listener("stdin", 0, "smtp")

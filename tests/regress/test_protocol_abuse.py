@@ -45,8 +45,12 @@ def mx(make_module_daemon):
 
 @pytest.fixture(scope="module")
 def slow(make_module_daemon):
-    """A daemon that pauses before its greeting and times out idle clients quickly."""
-    return make_module_daemon(timeouts={"greet_pause": "300ms", "command": "300ms", "data": "300ms"}).start()
+    """A daemon that pauses before its greeting and times out idle clients quickly. Its clients
+    may flood it with HELP (to stall its writes) without the junk-command limit cutting them off."""
+    return make_module_daemon(
+        timeouts={"greet_pause": "300ms", "command": "300ms", "data": "300ms"},
+        limits={"junk_command_limit": 1_000_000},
+    ).start()
 
 
 def greeted(port: int, **kwargs) -> RawClient:
@@ -341,11 +345,14 @@ def test_connection_limits(make_daemon):
         with RawClient(port) as third:
             assert third.reply() == raw_reply(replies.TOO_MANY_FROM_CLIENT)
             assert third.closed()
-        # Another address still gets in, up to the limit for everyone.
-        with greeted(port, source="127.0.0.2") as other, RawClient(port, source="127.0.0.3") as fourth:
+        # Another address still gets in, up to the limit for strangers; a trusted
+        # client (127.0.0.2, the test config's trusted network) is not counted.
+        with greeted(port, source="127.0.0.4") as other, RawClient(port, source="127.0.0.3") as fourth:
             assert other.cmd("NOOP") == raw_reply(replies.NOOP)
             assert fourth.reply() == raw_reply(replies.TOO_MANY_CONNECTIONS)
             assert fourth.closed()
+            with greeted(port, source="127.0.0.2") as trusted:
+                assert trusted.cmd("NOOP") == raw_reply(replies.NOOP)
         # The sessions still open are served.
         assert first.cmd("NOOP") == raw_reply(replies.NOOP)
         assert second.cmd("NOOP") == raw_reply(replies.NOOP)

@@ -22,7 +22,7 @@ from empath.metrics import Counts, Metrics
 from empath.plugins import loader as plugins_loader
 from empath.queue.store import Queue
 from empath.smtp.procs.channel import SESSION_ROWS_PER_MESSAGE, Channel
-from empath.smtp.server import SmtpServer, describe
+from empath.smtp.server import SmtpServer
 from empath.smtp.session import Listening
 
 log = logging.getLogger("empath.smtp")
@@ -40,6 +40,7 @@ class HelperProcess:
         self.plugins = plugins_loader.load(config)
         self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins)
         self.server.adopt_listeners()
+        self.server.on_auth_failed = lambda address, when: self._send("auth_failed", address, when)
         self.listening: dict[str, Listening] = {ln.listener.name: ln for ln in self.server.listening}
         self._stop = gevent.event.Event()
         self._reported: Counts = {}
@@ -79,7 +80,7 @@ class HelperProcess:
     def _handle(self, message: tuple, fd: int | None) -> None:
         kind = message[0]
         if kind == "session":
-            _, token, listener, client = message
+            _, token, listener, client, stressed = message
             if fd is None:
                 # The kernel drops a passed descriptor this process has no room for (RLIMIT_NOFILE).
                 log.error(
@@ -87,9 +88,11 @@ class HelperProcess:
                 )
                 self._send("ended", token, "error")
                 return
-            gevent.spawn(self._serve, token, self.listening[listener], socket.socket(fileno=fd), client)
+            gevent.spawn(self._serve, token, self.listening[listener], socket.socket(fileno=fd), client, stressed)
         elif kind == "sessions":
             self._send_sessions(message[1])
+        elif kind == "auth_failed":
+            self.server.note_auth_failure(message[1], message[2])
         elif kind == "reload":
             self._reload(message[1])
         elif kind == "log_level":
@@ -98,19 +101,19 @@ class HelperProcess:
             self.grace = message[1]
             self._stop.set()
 
-    def _serve(self, token: int, listening: Listening, sock: socket.socket, client: str) -> None:
+    def _serve(self, token: int, listening: Listening, sock: socket.socket, client: str, stressed: bool) -> None:
         sessions = self.server.sessions
         sessions.add(gevent.getcurrent())
         outcome = "error"
         try:
-            outcome = self.server.run_session(listening, sock, client)
+            outcome = self.server.run_session(listening, sock, client, stressed)
         finally:
             sessions.discard(gevent.getcurrent())
             self._send("ended", token, outcome)
 
     def _send_sessions(self, token: int) -> None:
         now = time.time()
-        rows = [describe(session, now) for session in self.server.active]
+        rows = [self.server.describe(session, now) for session in self.server.active]
         step = SESSION_ROWS_PER_MESSAGE
         for start in range(0, max(len(rows), 1), step):
             self._send("sessions", token, rows[start : start + step], start + step >= len(rows))

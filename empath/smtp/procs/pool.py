@@ -15,6 +15,7 @@ daemon serves the session itself: a connection is never refused for want of
 a helper.
 """
 
+import contextlib
 import itertools
 import logging
 import socket
@@ -61,7 +62,7 @@ class Child:
         self.channel.send("config", pool.config)
         self.reader = gevent.spawn(self._read)
 
-    def serve(self, listener: str, sock: socket.socket, client: str) -> str | None:
+    def serve(self, listener: str, sock: socket.socket, client: str, stressed: bool) -> str | None:
         """Hand one accepted connection over and wait for the session to end: how it ended.
 
         None if the helper could not take it (it has just gone): the caller serves it.
@@ -70,7 +71,7 @@ class Child:
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self.open[token] = result
         try:
-            self.channel.send("session", token, listener, client, fd=sock.fileno())
+            self.channel.send("session", token, listener, client, stressed, fd=sock.fileno())
         except OSError:
             del self.open[token]
             return None
@@ -115,6 +116,9 @@ class Child:
                 result.set(outcome)
         elif kind == "queued":
             self.pool.on_queued()
+        elif kind == "auth_failed":
+            _, address, when = message
+            self.pool.auth_failed(address, when, self)
         elif kind == "counts":
             self.counts = self.pool.metrics.add_counts(message[1], self.counts)
         elif kind == "sessions":
@@ -149,10 +153,12 @@ class HelperPool:
         config: Config,
         metrics: Metrics,
         on_queued: Callable[[], None],
+        on_auth_failed: Callable[[str, float], None] = lambda address, when: None,
     ):
         self.config = config
         self.metrics = metrics
         self.on_queued = on_queued
+        self.on_auth_failed = on_auth_failed  # the daemon's own count of wrong passwords
         self.tokens = itertools.count(1)
         self.helpers: list[Child] = []
         self.turn = 0
@@ -161,11 +167,20 @@ class HelperPool:
     def start(self) -> None:
         self.helpers = [Child(number, self) for number in range(1, self.config.smtp_processes + 1)]
 
-    def serve(self, listener: str, sock: socket.socket, client: str) -> str | None:
+    def serve(self, listener: str, sock: socket.socket, client: str, stressed: bool) -> str | None:
         """Hand the connection to a ready helper and wait for its session to end: how it
         ended; None while no helper is ready (or the one picked has just gone)."""
         child = self.pick()
-        return child.serve(listener, sock, client) if child is not None else None
+        return child.serve(listener, sock, client, stressed) if child is not None else None
+
+    def auth_failed(self, address: str, when: float, source: "Child | None" = None) -> None:
+        """A wrong password in a helper (``source``) or the daemon: every other process counts it too."""
+        if source is not None:
+            self.on_auth_failed(address, when)
+        for child in list(self.helpers):
+            if child is not source:
+                with contextlib.suppress(OSError):  # gone: its replacement starts counting afresh
+                    child.channel.send("auth_failed", address, when)
 
     def pick(self) -> Child | None:
         """The ready helper serving the fewest sessions, taking turns among equals; None while none is ready."""

@@ -48,8 +48,8 @@ def test_tables_and_short_results():
     rows = [{"client": "192.0.2.1", "listener": "smtp@0.0.0.0:25", "state": "mail", "tls": None, "age": 5.0}]
     rows[0] |= {"helo": "h.test", "user": None}
     table = render("connections", rows, {}).splitlines()
-    assert table[0].split() == ["CLIENT", "LISTENER", "STATE", "TLS", "AGE", "HELO", "USER"]
-    assert table[1].split() == ["192.0.2.1", "smtp@0.0.0.0:25", "mail", "-", "5s", "h.test", "-"]
+    assert table[0].split() == ["CLIENT", "LISTENER", "STATE", "TLS", "AGE", "HELO", "USER", "AUTH", "FAILS", "STRESS"]
+    assert table[1].split() == ["192.0.2.1", "smtp@0.0.0.0:25", "mail", "-", "5s", "h.test", "-", "0", "-"]
     assert render("breaker-list", [], {}) == "no circuit breakers yet (none until a delivery is tried)\n"
     assert render("queue-hold", {"messages": 1}, {}) == "1 message held\n"
     assert render("queue-retry", {"messages": 3}, {}) == "3 messages due now\n"

@@ -843,3 +843,38 @@ def test_an_address_too_long_once_in_a_labels_is_refused_with_a_reply():
     assert codes(say(m, "MAIL FROM:<a@b.test> SMTPUTF8")) == [(250, "2.1.0")]
     step = say(m, f"RCPT TO:<{'x' * 60}@{'.'.join(['ü'] * 27)}.de>")
     assert step.replies[0].code == 501 and not m.transaction.recipients
+
+
+# -- commands that move no mail ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("junk", ["NOOP", "RSET", "VRFY someone", "HELP", "EHLO again.test", "HELO again.test"])
+def test_past_the_junk_limit_a_command_that_moves_no_mail_ends_the_session(junk):
+    m = make(junk_command_limit=3)
+    say(m, "EHLO client.test")  # the first greeting is no junk
+    for _ in range(3):
+        assert say(m, junk).replies[0].code < 400
+    assert_reply(say(m, junk), replies.TOO_MANY_JUNK, Action.CLOSE)
+
+
+def test_queueing_a_message_clears_the_junk_count():
+    """A client that moves mail may RSET between its messages for ever (connection reuse)."""
+    m = make(junk_command_limit=2)
+    say(m, "EHLO client.test")
+    for _ in range(5):
+        say(m, "RSET")
+        say(m, "RSET")
+        say(m, "MAIL FROM:<a@other.test>")
+        say(m, "RCPT TO:<b@example.test>")
+        assert say(m, "DATA").action is Action.READ_DATA
+        assert m.data_end(None).action is Action.ENQUEUE
+        m.queued("01ABCDEFGHJKMNPQ")
+    assert_reply(say(m, "NOOP"), replies.NOOP)
+
+
+def test_a_client_blocked_for_its_password_guesses_gets_421_and_no_check():
+    m = submission()
+    m.tls_started()
+    say(m, "EHLO client.test")
+    assert say(m, "AUTH PLAIN " + b64("\0alice\0guess")).action is Action.CHECK_AUTH
+    assert_reply(m.auth_blocked(), replies.AUTH_BLOCKED, Action.CLOSE)
