@@ -8,6 +8,7 @@ from empath.delivery.results import NoticeSettings
 from empath.queue import database, ids
 from empath.queue.insert import NewMessage, NewRecipient, insert
 from empath.queue.models import Recipient
+from empath.queue.spool import Spool
 from empath.queue.states import State
 
 NOW = 1_800_000_000.0
@@ -31,7 +32,7 @@ def add(db, sender="a@b.test", rcpts=("r@one.test",), age=0.0, body=b"Subject: x
         NewMessage(
             queue_id=queue_id,
             sender=ReversePath(sender),
-            body=body,
+            body=Spool.holding(body),
             recipients=[NewRecipient(EmailAddress(r), EmailAddress(r).domain) for r in rcpts],
             received_at=NOW - age,
             expires_at=NOW + 86400,

@@ -34,6 +34,7 @@ from empath.message import dkim, submit
 from empath.queue import database, ids
 from empath.queue.database import QueueError
 from empath.queue.insert import NewMessage, NewRecipient, insert_alone
+from empath.queue.spool import Spool
 from empath.smtp import wire
 
 # sysexits.h
@@ -193,7 +194,7 @@ def build(
         body_type="7BIT" if data.isascii() else "8BITMIME",
     )
     origin = submit.LocalUser(user, opts.full_name)
-    return submit.compose(config, origin, envelope, data, queue_id, now, uuid.uuid4().hex)
+    return submit.compose(config, origin, envelope, Spool.holding(data), queue_id, now, uuid.uuid4().hex)
 
 
 def enqueue(config: Config, msg: NewMessage) -> None:

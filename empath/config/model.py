@@ -81,6 +81,9 @@ class Limits:
     line_length: int = 512  # RFC 5321 §4.5.3.1.4, CRLF included
     text_line_length: int = 1000  # RFC 5321 §4.5.3.1.6, CRLF included
     max_message_size: int = 52428800
+    # The header section is held in memory while a message is received (queue/spool.py):
+    # Exchange Online's limit; Exim's header_maxsize is 1 MiB.
+    max_header_size: int = 262144
     max_recipients: int = 100  # RFC 5321 §4.5.3.1.8 minimum
     # Sessions of clients outside trusted_networks: on smtp listeners, and (apart, so
     # that the MX port's strangers never crowd out people logging in) on submission

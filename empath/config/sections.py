@@ -62,7 +62,7 @@ SECTIONS = (
 def _limits(r: Reader, doc: dict) -> Limits:
     t = r.table(doc, "limits", {f.name for f in fields(Limits)})
     d = Limits()
-    sizes = {"max_message_size"}
+    sizes = {"max_message_size", "max_header_size"}
     delays = {"auth_failure_delay"}
     minimums = {"line_length": 512, "text_line_length": 1000, "max_recipients": 100, "max_received_headers": 1}
     # 0 turns these off.

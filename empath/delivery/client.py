@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass
 
 from empath.addresses import EmailAddress, ReversePath
+from empath.delivery.content import Content, Unreadable
 from empath.smtp import wire
 from empath.smtp.commands import xtext_encode
 from empath.smtp.replies import Reply
@@ -197,7 +198,7 @@ class Connection:
         if reply.code != 235:
             raise SmtpError("AUTH", "the remote refused our credentials", reply)
 
-    def send(self, envelope: OutboundEnvelope, body: bytes) -> dict[str, Reply]:
+    def send(self, envelope: OutboundEnvelope, body: Content) -> dict[str, Reply]:
         """One transaction; the remote's verdict for each recipient.
 
         Raises SmtpError when the transaction as a whole failed: refused
@@ -249,13 +250,28 @@ class Connection:
                 r.address: (data_reply if reply.ok else reply)
                 for r, reply in zip(envelope.recipients, rcpt_replies, strict=True)
             }
-        self.write("end of data", wire.encode(body), self.timeouts.command)
+        self._write_body(body)
         final = self.read_reply("end of data", self.timeouts.data, elsewhere=False)
         self.messages += 1
         return {
             r.address: (final if reply.ok else reply)
             for r, reply in zip(envelope.recipients, rcpt_replies, strict=True)
         }
+
+    def _write_body(self, body: Content) -> None:
+        """The message, a piece at a time as it is read, each within the command timeout."""
+        encoder = wire.Encoder()
+        ready = b""  # sent with the next piece, or with the end: a small message goes in one write
+        try:
+            for piece in body.pieces():
+                if ready:
+                    self.write("end of data", ready, self.timeouts.command)
+                ready = encoder.piece(piece)
+        except Unreadable as exc:
+            # Cut off in mid-message: the remote must never take what was sent for all of it.
+            self.broken = True
+            raise SmtpError("end of data", str(exc), status="4.3.0", elsewhere=False) from None
+        self.write("end of data", ready + encoder.end(), self.timeouts.command)
 
     def reset(self) -> bool:
         """RSET: is this connection still good for another transaction?"""
@@ -299,7 +315,7 @@ class Connection:
 
     # -- helpers -------------------------------------------------------------
 
-    def _check_fits(self, envelope: OutboundEnvelope, body: bytes) -> None:
+    def _check_fits(self, envelope: OutboundEnvelope, body: Content) -> None:
         limit = self.extensions.get("SIZE", "")
         if limit.isdigit() and int(limit) and envelope.size > int(limit):
             raise SmtpError(
@@ -311,12 +327,12 @@ class Connection:
             # RFC 6531 §3.2: an internationalized message must not be sent to a server without SMTPUTF8.
             # One that only asked for it (ASCII addresses and header) goes as plain mail, as Postfix does.
             raise SmtpError("MAIL", "the message needs SMTPUTF8, which the remote does not offer", status="5.6.7")
-        if not body.isascii() and "8BITMIME" not in self.extensions and "SMTPUTF8" not in self.extensions:
+        if "8BITMIME" not in self.extensions and "SMTPUTF8" not in self.extensions and not body.isascii():
             # RFC 6152 §3: 8-bit content must not go to a server that does not take it;
             # we do not rewrite messages into 7-bit encodings, so it is returned.
             raise SmtpError("MAIL", "the message has 8-bit content, which the remote does not accept", status="5.6.3")
 
-    def _mail_params(self, envelope: OutboundEnvelope, dsn: bool, body: bytes) -> str:
+    def _mail_params(self, envelope: OutboundEnvelope, dsn: bool, body: Content) -> str:
         params = []
         utf8 = envelope.smtputf8 and "SMTPUTF8" in self.extensions
         # SMTPUTF8 implies 8-bit content; sent without it, 8-bit content needs BODY=8BITMIME.
@@ -358,11 +374,10 @@ class Connection:
         return {r.address: reply for r, reply in zip(envelope.recipients, replies, strict=True)}
 
 
-def _needs_smtputf8(envelope: OutboundEnvelope, body: bytes) -> bool:
+def _needs_smtputf8(envelope: OutboundEnvelope, body: Content) -> bool:
     """Does the message use what SMTPUTF8 allows: a non-ASCII address, or header field?"""
     addresses = [envelope.sender, *(r.address for r in envelope.recipients)]
-    header = body.split(b"\r\n\r\n", 1)[0]
-    return not (all(a.isascii() for a in addresses) and header.isascii())
+    return not (all(a.isascii() for a in addresses) and body.header_isascii())
 
 
 class TlsFailed(SmtpError):

@@ -19,6 +19,7 @@ from empath.config.model import NextHop
 from empath.delivery import client
 from empath.delivery.client import Connection, OutboundEnvelope, OutboundRecipient, SmtpError
 from empath.delivery.connections import ConnectionPool
+from empath.delivery.content import Content
 from empath.delivery.dns import DnsError, Resolver
 from empath.delivery.routing import Route
 from empath.plugins import runner
@@ -105,15 +106,15 @@ class Courier:
         self.contexts = tls_contexts(str(d.tls_ca_file) if d.tls_ca_file else None)
         self.own = {(ln.host, ln.port) for ln in config.listeners}
 
-    def deliver(self, route: Route, message: Loaded, recipients: list[Claimed]) -> Outcome:
+    def deliver(self, route: Route, message: Loaded, body: Content, recipients: list[Claimed]) -> Outcome:
         """The before_delivery plug-ins first: they may bounce or defer recipients; the rest go."""
         held = self._plugin_verdicts(route, message, recipients)
         rest = [r for r in recipients if r.address not in held]
         if not held:
-            return self._send(route, message, recipients)
+            return self._send(route, message, body, recipients)
         if not rest:
             return Outcome(tuple(held.values()), None, None)
-        outcome = self._send(route, message, rest)
+        outcome = self._send(route, message, body, rest)
         return dataclasses.replace(outcome, verdicts=(*held.values(), *outcome.verdicts))
 
     def _plugin_verdicts(self, route: Route, message: Loaded, recipients: list[Claimed]) -> dict[EmailAddress, Verdict]:
@@ -138,7 +139,7 @@ class Courier:
                 held[r.address] = verdict
         return held
 
-    def _send(self, route: Route, message: Loaded, recipients: list[Claimed]) -> Outcome:
+    def _send(self, route: Route, message: Loaded, body: Content, recipients: list[Claimed]) -> Outcome:
         try:
             candidates = self.candidates(route)
         except DnsError as exc:
@@ -149,7 +150,7 @@ class Courier:
         envelope = OutboundEnvelope(
             sender=message.sender,
             recipients=tuple(OutboundRecipient(r.address, r.notify, r.orcpt) for r in recipients),
-            size=len(message.body),
+            size=message.size,
             smtputf8=message.smtputf8,
             body_type=message.body_type,
             ret=message.ret,
@@ -168,7 +169,7 @@ class Courier:
             try:
                 while True:
                     try:
-                        replies = conn.send(envelope, message.body)
+                        replies = conn.send(envelope, body)
                         break
                     except client.Stale:
                         # The remote closed the idle connection meanwhile; nothing

@@ -18,6 +18,7 @@ from empath.message import dsn
 from empath.queue import claims, ids
 from empath.queue.claims import MessageRow, PutBack, RecipientRow, Result
 from empath.queue.insert import NewMessage, NewRecipient, insert
+from empath.queue.spool import Spool
 from empath.queue.states import DONE, Kind, State
 
 
@@ -77,7 +78,7 @@ def _notices(
     if not owed:
         return []
     by_address = {row.address: row for row in rows}
-    original = claims.original(db, queue_id)
+    original = claims.original(db, queue_id, dsn.RETURN_LIMIT + 1)  # enough to tell it is too long to quote
     made = []
     for action, due in owed.items():
         recipients = tuple(_dsn_recipient(by_address[p.address], action, message, now) for p in due)
@@ -102,7 +103,7 @@ def _notices(
             NewMessage(
                 queue_id=new_id,
                 sender=NULL_SENDER,
-                body=body,
+                body=Spool.holding(body),
                 recipients=[NewRecipient(to, to.domain)],
                 received_at=now,
                 expires_at=now + settings.lifetime,

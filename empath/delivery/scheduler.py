@@ -22,6 +22,7 @@ import peewee
 from empath.addresses import Domain, Mailbox
 from empath.config import Config
 from empath.config.model import DomainPolicy
+from empath.delivery import content
 from empath.delivery import results as recording
 from empath.delivery.courier import Courier, Outcome
 from empath.delivery.limits import Breaker, RateLimit, tripped
@@ -261,7 +262,7 @@ class Scheduler:
         slots = self.slots.setdefault(key, gevent.lock.Semaphore(self.policy(key).concurrency))
         with slots:
             started = self.clock()
-            outcome = self.courier.deliver(route, message, recipients)
+            outcome = self.courier.deliver(route, message, content.of(self.queue.read, message), recipients)
         if outcome.tls is not None:
             self.metrics.delivery_tls.labels("yes" if outcome.tls else "no").inc()
         if outcome.connected is None:

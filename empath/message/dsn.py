@@ -125,19 +125,24 @@ class DsnRecipient:
     will_retry_until: float | None = None  # for "delayed"
 
 
+RETURN_LIMIT = 51200  # larger originals are returned as headers only (Postfix bounce_size_limit is 50000)
+
+
 @dataclass(frozen=True)
 class Report:
     reporting_mta: str  # our host name
     sender: EmailAddress  # envelope sender of the original message: the DSN goes To this address
     queue_id: str
     arrival: float  # when we received the original (UNIX time)
-    original: bytes  # the original message, headers and body, CRLF line ends
+    # The original message, headers and body, CRLF line ends; one longer than
+    # return_limit may be given only its start, return_limit + 1 bytes (all that is quoted of it).
+    original: bytes
     recipients: tuple[DsnRecipient, ...]
     now: float
     message_id: str  # without angle brackets, made by the caller
     envid: str | None = None  # ENVID → Original-Envelope-Id
     ret: str | None = None  # "FULL", "HDRS" or None (full message, within return_limit)
-    return_limit: int = 51200  # larger originals are returned as headers only
+    return_limit: int = RETURN_LIMIT
 
 
 def subject(report: Report) -> str:
@@ -443,9 +448,17 @@ def _returned(report: Report, utf8: bool) -> tuple[str, bytes, str | None]:
         why = "unfit"
     else:
         return ("message/global" if utf8 else "message/rfc822"), report.original, None
+    section = header_section(report.original)
+    fields = _fields(section)
+    if len(report.original) > report.return_limit and b"\r\n\r\n" not in report.original:
+        # Only the start was given, and it ends in the header: the last field is
+        # whole only if what follows it begins another field.
+        after = section[section.rfind(b"\r\n") + 2 :]
+        if after[:1] in (b"", b" ", b"\t"):
+            fields = fields[:-1]
     kept = []
     size = 0
-    for field in _fields(header_section(report.original)):
+    for field in fields:
         if not _carriable(field):
             continue  # a line too long, or a bare CR or LF: it cannot go into a MIME part as it is
         if size + len(field) > report.return_limit:
@@ -456,9 +469,10 @@ def _returned(report: Report, utf8: bool) -> tuple[str, bytes, str | None]:
 
 
 def _fields(section: bytes) -> list[bytes]:
-    """The fields of a header section, each with its continuation lines and final CRLF."""
+    """The fields of a header section, each with its continuation lines and final CRLF
+    (a last line without its CRLF is cut off, not a field)."""
     fields: list[bytes] = []
-    for line in section.split(b"\r\n"):
+    for line in section.split(b"\r\n")[:-1]:
         if not line:
             continue
         if fields and line[:1] in (b" ", b"\t"):

@@ -14,6 +14,7 @@ from empath.addresses import ReversePath
 from empath.config import Config
 from empath.message import dkim, stamp
 from empath.queue.insert import NewMessage, NewRecipient
+from empath.queue.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def compose(
     config: Config,
     origin: Origin,
     envelope: Envelope,
-    data: bytes | bytearray,
+    data: Spool,
     queue_id: str,
     now: float,
     trace_id: str,
@@ -120,16 +121,17 @@ def compose(
 
     ``trace_id`` is used unless the message already carries one of ours (it came back).
     The fields added go into the entry's ``head``; ``data`` becomes its body as it is,
-    never copied (a 25 MB message must not be held twice).
+    never copied (a 25 MB message must not be held twice). Only DKIM signing reads it
+    whole: the caller bounds how many do at once (smtp/session.py).
     """
     hostname = config.hostname
-    header = stamp.header_section(data)
+    header = data.header_section()
     trace_id = stamp.trace_from(header, hostname) or trace_id
     head = origin.received(hostname, queue_id, trace_id, envelope.recipients, now) + origin.missing_headers(
         header, envelope.sender, queue_id, hostname, now
     )
     # Signing needs the message whole: a copy, for our own users' mail only.
-    signing = dkim.sign(head + data, config.dkim) if may_sign(config, origin) else dkim.Signing()
+    signing = dkim.sign(head + data.read(), config.dkim) if may_sign(config, origin) else dkim.Signing()
     head = signing.fields + head
     events = [("received", origin.describe())]
     events += [("dkim", f"signed: d={k.domain} s={k.selector} a={k.algorithm}") for k in signing.signed]

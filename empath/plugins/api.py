@@ -37,9 +37,9 @@ class DecisionError(ValueError):
 class Context:
     """Everything a hook may know, read-only. Fields a hook does not have are None or empty.
 
-    ``message`` is the very bytes object the session holds (no copy): wrap it
-    in ``io.BytesIO(ctx.message)`` to read it as a file, still without a copy.
-    ``body`` is a memoryview of its part after the header.
+    ``message`` is the whole message, read once for every data plug-in of
+    the session: wrap it in ``io.BytesIO(ctx.message)`` to read it as a file
+    without another copy. ``body`` is a memoryview of its part after the header.
     """
 
     hook: str

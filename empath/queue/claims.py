@@ -31,11 +31,17 @@ class Claimed:
     orcpt: str | None
 
 
+# A message up to this size is loaded whole with its envelope; a larger one is
+# read a piece of this size at a time while it is sent (delivery/content.py).
+WHOLE_UP_TO = 256 * 1024
+
+
 @dataclass(frozen=True)
 class Loaded:
     queue_id: str
     sender: ReversePath
-    body: bytes
+    data: bytes | None  # the message, when it is at most WHOLE_UP_TO bytes and was asked for
+    size: int
     smtputf8: bool
     body_type: str
     ret: str | None
@@ -148,18 +154,19 @@ def flush(db: peewee.SqliteDatabase, now: float, domain: Domain | None = None) -
 
 
 def load(conn: sqlite3.Connection, queue_id: str, body: bool = True) -> Loaded | None:
-    """The message as a delivery needs it; without ``body``, its envelope only (the body is b"").
+    """The message as a delivery needs it; without ``body``, its envelope only (no data).
 
     Run with Queue.read, on the hub: one indexed lookup costs less than a thread hop.
     """
     row = conn.execute(_LOAD if body else _LOAD_ENVELOPE, (queue_id,)).fetchone()
     if row is None:
         return None
-    queue_id, sender, data, smtputf8, body_type, ret, envid, received_at, expires_at, trace_id, kind = row
+    queue_id, sender, data, size, smtputf8, body_type, ret, envid, received_at, expires_at, trace_id, kind = row
     return Loaded(
         queue_id,
         ReversePath._trusted(sender),
         data,
+        size,
         bool(smtputf8),
         body_type,
         ret,
@@ -171,11 +178,34 @@ def load(conn: sqlite3.Connection, queue_id: str, body: bool = True) -> Loaded |
     )
 
 
+_DATA = f"CASE WHEN length(b.data) <= {WHOLE_UP_TO} THEN b.data END"
 _LOAD = (
-    "SELECT m.queue_id, m.sender, b.data, m.smtputf8, m.body_type, m.dsn_ret, m.dsn_envid, m.received_at,"
-    " m.expires_at, m.trace_id, m.kind FROM message m JOIN body b ON b.queue_id = m.queue_id WHERE m.queue_id = ?"
+    f"SELECT m.queue_id, m.sender, {_DATA}, length(b.data), m.smtputf8, m.body_type, m.dsn_ret, m.dsn_envid,"
+    " m.received_at, m.expires_at, m.trace_id, m.kind FROM message m JOIN body b ON b.queue_id = m.queue_id"
+    " WHERE m.queue_id = ?"
 )
-_LOAD_ENVELOPE = _LOAD.replace("b.data", "x''")
+_LOAD_ENVELOPE = _LOAD.replace(_DATA, "NULL")
+
+
+def read_body(conn: sqlite3.Connection, queue_id: str, offset: int, size: int) -> bytes | None:
+    """Up to ``size`` bytes of the stored message from ``offset``; None once it is gone.
+
+    Run with Queue.read, a piece at a time: each read is a transaction of its own,
+    so a slow delivery never holds one open (it would stop the WAL's checkpoints).
+    The row is found by its queue ID and read by its rowid in one transaction: a
+    rowid freed by a deletion may be taken by the next message.
+    """
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT rowid FROM body WHERE queue_id = ?", (queue_id,)).fetchone()
+        if row is None:
+            return None
+        with conn.blobopen("body", "data", row[0], readonly=True) as blob:
+            blob.seek(offset)
+            return blob.read(size)
+    finally:
+        conn.execute("COMMIT")
+
 
 _ROWS = f"SELECT {', '.join(RecipientRow._fields)} FROM recipient WHERE queue_id = ?"
 _MESSAGE = f"SELECT {', '.join(MessageRow._fields)} FROM message WHERE queue_id = ?"
@@ -222,9 +252,13 @@ def _attempt_detail(r: Result) -> str:
     return f"relay={r.remote or 'none'} status={r.status} {r.reply}"[:2000]
 
 
-def original(db: peewee.SqliteDatabase, queue_id: str) -> bytes:
-    """The message as stored, for a notice that quotes it."""
-    return db.connection().execute("SELECT data FROM body WHERE queue_id = ?", (queue_id,)).fetchone()[0]
+def original(db: peewee.SqliteDatabase, queue_id: str, limit: int) -> bytes:
+    """The first ``limit`` bytes of the message as stored (all of it, when no longer),
+    for a notice that quotes it: a large message is never read whole for its notice."""
+    conn = db.connection()
+    row = conn.execute("SELECT rowid FROM body WHERE queue_id = ?", (queue_id,)).fetchone()
+    with conn.blobopen("body", "data", row[0], readonly=True) as blob:
+        return blob.read(limit)
 
 
 def notified(

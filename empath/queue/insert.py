@@ -14,6 +14,7 @@ import peewee
 
 from empath.addresses import Domain, EmailAddress, ReversePath
 from empath.queue import database
+from empath.queue.spool import Spool
 from empath.queue.states import Kind, State
 
 
@@ -29,7 +30,7 @@ class NewRecipient:
 class NewMessage:
     queue_id: str
     sender: ReversePath
-    body: bytes | bytearray  # as received; a session's DATA buffer is taken as it is, not copied
+    body: Spool  # as received, in memory or in its spool file
     recipients: list[NewRecipient]
     received_at: float
     expires_at: float
@@ -99,24 +100,22 @@ def insert(db: peewee.SqliteDatabase, msg: NewMessage) -> None:
 
 
 # A body larger than this is written into its row piece by piece (SQLite's
-# incremental blob I/O): bound whole, SQLite would keep two more copies of it
-# in memory while it builds the row (one of the bound value, one of the row).
+# incremental blob I/O), as the spool gives it: bound whole, it would be read
+# into memory, and SQLite would keep two more copies while it builds the row.
 STREAM_BODY_OVER = 1 << 20
-BODY_PIECE = 1 << 20
 
 
-def _insert_body(conn: sqlite3.Connection, queue_id: str, head: bytes, body: bytes | bytearray) -> None:
+def _insert_body(conn: sqlite3.Connection, queue_id: str, head: bytes, body: Spool) -> None:
     if len(body) <= STREAM_BODY_OVER:
-        conn.execute("INSERT INTO body (queue_id, data) VALUES (?, ?)", (queue_id, head + body))
+        conn.execute("INSERT INTO body (queue_id, data) VALUES (?, ?)", (queue_id, head + body.read()))
         return
     size = len(head) + len(body)
     row = conn.execute("INSERT INTO body (queue_id, data) VALUES (?, zeroblob(?))", (queue_id, size)).lastrowid
     assert row is not None
-    view = memoryview(body)
     with conn.blobopen("body", "data", row) as blob:
         blob.write(head)
-        for start in range(0, len(body), BODY_PIECE):
-            blob.write(view[start : start + BODY_PIECE])
+        for piece in body.pieces():
+            blob.write(piece)
 
 
 def insert_alone(path: Path, msg: NewMessage, max_size: int = 0) -> None:

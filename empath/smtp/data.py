@@ -8,10 +8,14 @@ did: docs/capacity.md). Only
 ``<CRLF>.<CRLF>`` ends the message. A bare CR or LF anywhere is refused and
 the session is closed: another server could read such a byte as a line end
 and see a second, smuggled message (CVE-2023-51764 class).
-Other problems (size, long lines, NUL, hop count) are noted and the reader
-keeps going to the end, so the session stays in step with the client.
+Other problems (size, a header section or a line too long, NUL, hop count)
+are noted and the reader keeps going to the end, so the session stays in
+step with the client. The message goes into a Spool (pure but for its file,
+which the reader never sees); a refused one is let go of at once.
 """
 
+from empath.config import Limits
+from empath.queue.spool import Spool
 from empath.smtp import replies
 from empath.smtp.replies import Reply
 
@@ -19,11 +23,12 @@ CRLF = b"\r\n"
 
 
 class DataReader:
-    def __init__(self, max_size: int, max_line: int, max_received: int):
-        self.max_size = max_size
-        self.max_line = max_line
-        self.max_received = max_received
-        self.body = bytearray()
+    def __init__(self, spool: Spool, limits: Limits):
+        self.spool = spool
+        self.max_size = limits.max_message_size
+        self.max_line = limits.text_line_length
+        self.max_received = limits.max_received_headers
+        self.max_header = limits.max_header_size
         self.size = 0
         self.error: Reply | None = None
         self.fatal = False
@@ -59,10 +64,15 @@ class DataReader:
             self.error = replies.NUL_IN_DATA
         elif self._in_headers and self._count_hop(line):
             self.error = replies.TOO_MANY_HOPS
+        elif self._in_headers and self.size > self.max_header:
+            # The header section is held in memory (queue/spool.py): this bounds it.
+            self.error = replies.HEADER_TOO_BIG.with_text(
+                f"Message header size exceeds limit of {self.max_header} bytes"
+            )
         if self.error is not None:
-            self.body = bytearray()  # the message is refused; stop holding it
+            self.spool.discard()  # the message is refused; stop holding it
         else:
-            self.body += line
+            self.spool.write(line)
         return False
 
     def feed_lines(self, block: bytes, overflow: bool = False) -> tuple[bool, bytes]:
@@ -103,7 +113,7 @@ class DataReader:
         if b"\r" in rest or b"\n" in rest or b"\0" in rest:
             return False  # a bare CR or LF, or a NUL
         self.size += len(text)
-        self.body += text
+        self.spool.write(text)
         return True
 
     def _count_hop(self, line: bytes) -> bool:

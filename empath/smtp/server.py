@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import gevent
+import gevent.lock
 import gevent.pool
 from gevent.server import StreamServer
 
@@ -66,6 +67,7 @@ class SmtpServer:
     strangers: Counter = field(default_factory=Counter)  # untrusted sessions open by pool (admission.py)
     under_stress: bool = False
     anvil: Anvil = field(default_factory=Anvil)
+    whole_messages: gevent.lock.BoundedSemaphore = field(default_factory=lambda: gevent.lock.BoundedSemaphore(1))
     # Told of each wrong password, with its address and time: the daemon tells its
     # helpers, a helper its daemon, so that every process counts every failure.
     on_auth_failed: Callable[[str, float], None] = lambda address, when: None

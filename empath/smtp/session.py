@@ -10,11 +10,14 @@ runs this same loop through a subclass that changes where the message goes
 and how the session ends, not how the dialogue goes.
 """
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import ssl
 import time
 import uuid
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import gevent
@@ -31,6 +34,7 @@ from empath.plugins.runner import PASS, Verdict
 from empath.queue import ids
 from empath.queue.database import QueueError, StorageFull
 from empath.queue.insert import NewMessage, NewRecipient
+from empath.queue.spool import Spool
 from empath.smtp import replies
 from empath.smtp.commands import MailArgs
 from empath.smtp.connection import Connection, ConnectionClosed
@@ -40,6 +44,7 @@ from empath.smtp.replies import Reply
 from empath.users import Users, UsersFileError
 
 log = logging.getLogger("empath.smtp")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Host(Protocol):
@@ -50,6 +55,9 @@ class Host(Protocol):
     plugins: Plugins
     tls_context: ssl.SSLContext | None
     users: Users | None
+    # Held while a message is read whole out of its spool file (data plug-ins, DKIM):
+    # it bounds how many such copies the process holds at once.
+    whole_messages: AbstractContextManager[Any]
 
     def is_trusted(self, address: str) -> bool: ...
 
@@ -100,7 +108,7 @@ class Session:
         self.client = client_address
         self.trace_id = uuid.uuid4().hex
         self.started = time.time()
-        self._body: bytes | bytearray = b""  # the message just read, between READ_DATA and ENQUEUE
+        self._spool: Spool | None = None  # the message just read, between READ_DATA and ENQUEUE
         # What ended the session, when an error did; without its traceback, which
         # would hold this session's frames until the cycle collector came by.
         self.error: Exception | None = None
@@ -141,6 +149,7 @@ class Session:
             self.error = exc.with_traceback(None)
             self.conn.send(replies.INTERNAL_ERROR.render())
         finally:
+            self._let_go()
             self.conn.close()
             event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
         return outcome
@@ -282,14 +291,29 @@ class Session:
         """The data plug-ins: a refusal ends the transaction; header changes are made here."""
         if not self.plugins.get("data"):
             return None
-        message = bytes(self._body)  # plug-ins get bytes: the buffer they see never changes under them
-        verdict = self._consult("data", headers=parse_headers(message), message=message)
+        spool = self._spool
+        assert spool is not None
+        with self._whole(spool):
+            message = spool.read()
+            verdict = self._consult("data", headers=parse_headers(message), message=message)
         refusal = _refusal(verdict)
         if refusal is not None:
-            self._body = b""
+            self._let_go()
             return self.machine.queue_failed(refusal)
-        self._body = apply_headers(message, verdict.headers)
+        # The header section alone is a message without a body: the edits apply to it as they would to the whole.
+        spool.replace_header_section(apply_headers(spool.header_section(), verdict.headers))
         return None
+
+    def _whole(self, spool: Spool) -> AbstractContextManager[Any]:
+        """Held while ``spool`` is read whole: one message larger than its spool's
+        memory at a time in this process (queue/spool.py, docs/capacity.md)."""
+        return self.host.whole_messages if spool.spilled else contextlib.nullcontext()
+
+    def _let_go(self) -> None:
+        """Drop the message read, if one is held (its spool file with it)."""
+        if self._spool is not None:
+            self._spool.discard()
+            self._spool = None
 
     def _start_tls(self) -> None:
         dropped = self.conn.discard_input()
@@ -352,7 +376,8 @@ class Session:
         self._stage = "END-OF-MESSAGE"  # what the message's refusals answer
         self._data_sender = self.machine.transaction.sender if self.machine.transaction is not None else None
         limits = self.config.limits
-        reader = DataReader(limits.max_message_size, limits.text_line_length, limits.max_received_headers)
+        spool = self._new_spool()
+        reader = DataReader(spool, limits)
         # Read a little more than a legal line, so an over-long one is seen as such.
         buffer_limit = limits.text_line_length + 2
         # Each line within the data timeout, and the whole at data_min_rate on average:
@@ -369,8 +394,17 @@ class Session:
             if ended:
                 self.conn.unread(after)  # commands pipelined after the end
                 break
-        self._body = reader.body if reader.error is None else b""  # taken as it is: no copy of a large message
-        return self.machine.data_end(reader.error, reader.fatal)
+        error = reader.error
+        if error is None and spool.error is not None:
+            error = self._storage_failure(spool.error.errno in DISK_FULL, f"spool file: {spool.error}")
+        if error is None:
+            self._spool = spool
+        else:
+            spool.discard()
+        return self.machine.data_end(error, reader.fatal)
+
+    def _new_spool(self) -> Spool:
+        return Spool(self.config.data_dir)
 
     # -- the message --------------------------------------------------------------------
 
@@ -379,16 +413,21 @@ class Session:
         assert transaction is not None
         now = time.time()
         queue_id = ids.new_id(now)
-        body, self._body = self._body, b""
+        spool = self._spool
+        assert spool is not None
         origin = self._origin(transaction)
-        args = (self.config, origin, self._envelope(transaction, body), body, queue_id, now, self.trace_id)
-        if submit.may_sign(self.config, origin):
-            # DKIM hashes the whole message and an RSA signature takes milliseconds:
-            # on a thread, so the other sessions go on meanwhile.
-            message, signing = threads.call(gevent.get_hub().threadpool, submit.compose, *args)
-        else:
-            message, signing = submit.compose(*args)
-        failure = self._commit(message, signing)
+        args = (self.config, origin, self._envelope(transaction, spool), spool, queue_id, now, self.trace_id)
+        try:
+            if submit.may_sign(self.config, origin):
+                # DKIM hashes the whole message and an RSA signature takes milliseconds:
+                # on a thread, so the other sessions go on meanwhile.
+                with self._whole(spool):
+                    message, signing = threads.call(gevent.get_hub().threadpool, submit.compose, *args)
+            else:
+                message, signing = submit.compose(*args)
+            failure = self._commit(message, signing)
+        finally:
+            self._let_go()
         return self.machine.queue_failed(failure) if failure is not None else self.machine.queued(queue_id)
 
     def _origin(self, transaction: Transaction) -> submit.Origin:
@@ -406,7 +445,7 @@ class Session:
             submission=self.listening.listener.mode != "smtp",
         )
 
-    def _envelope(self, transaction: Transaction, data: bytes | bytearray) -> submit.Envelope:
+    def _envelope(self, transaction: Transaction, data: Spool) -> submit.Envelope:
         """The transaction's envelope, its data taken as the client declared it (BODY=)."""
         mail = transaction.mail
         return submit.Envelope(
@@ -422,14 +461,16 @@ class Session:
         """Queue the message; the reply that refuses it when the queue could not take it."""
         try:
             self.host.enqueue(message)
-        except StorageFull as exc:
-            event(log, "queue_full", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
-            return replies.INSUFFICIENT_STORAGE
         except QueueError as exc:
-            event(log, "queue_error", level=logging.ERROR, client=self.client, error=str(exc), trace_id=self.trace_id)
-            return replies.QUEUE_FAILURE
+            return self._storage_failure(isinstance(exc, StorageFull), str(exc))
         self._queued(message, signing)
         return None
+
+    def _storage_failure(self, full: bool, error: str) -> Reply:
+        """Log why a message could not be stored; the reply that says so."""
+        kind = "queue_full" if full else "queue_error"
+        event(log, kind, level=logging.ERROR, client=self.client, error=error, trace_id=self.trace_id)
+        return replies.INSUFFICIENT_STORAGE if full else replies.QUEUE_FAILURE
 
     def _queued(self, message: NewMessage, signing: dkim.Signing) -> None:
         """Count and log a message just queued, and the keys that did not sign it."""

@@ -14,13 +14,15 @@ inside a message queues nothing of it. The session's log events go nowhere
 the exit code sendmail makes of how the session ended.
 """
 
+import contextlib
 import dataclasses
 import os
 import socket
 import ssl
 import sys
 from collections.abc import Callable
-from typing import cast
+from contextlib import AbstractContextManager
+from typing import Any, cast
 
 from gevent import select
 
@@ -29,6 +31,7 @@ from empath.message import dkim, submit
 from empath.metrics import Metrics
 from empath.plugins.loader import Plugins
 from empath.queue.insert import NewMessage
+from empath.queue.spool import Spool
 from empath.smtp.connection import Connection
 from empath.smtp.machine import Policy, Transaction
 from empath.smtp.session import Listening, Session
@@ -68,6 +71,8 @@ class LocalHost:
         self.tls_context: ssl.SSLContext | None = None
         self.users: Users | None = None
         self.enqueue = store
+        # Its spool never leaves memory: there is nothing to wait for.
+        self.whole_messages: AbstractContextManager[Any] = contextlib.nullcontext()
 
     def is_trusted(self, address: str) -> bool:
         return True
@@ -100,7 +105,10 @@ class LocalSession(Session):
     def _origin(self, transaction: Transaction) -> submit.Origin:
         return self.origin
 
-    def _envelope(self, transaction: Transaction, data: bytes | bytearray) -> submit.Envelope:
+    def _new_spool(self) -> Spool:
+        return Spool()  # in this process's memory: the message is its user's, sendmail's process their own
+
+    def _envelope(self, transaction: Transaction, data: Spool) -> submit.Envelope:
         # Local mail is taken for what it is, not for what BODY= said (as plain sendmail does).
         envelope = super()._envelope(transaction, data)
         return dataclasses.replace(envelope, body_type="7BIT" if data.isascii() else "8BITMIME")

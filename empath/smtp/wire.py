@@ -2,7 +2,7 @@
 no line over 1000 octets, dot-stuffed, ended with ``.CRLF``), and bytes sent
 on a socket in as few system calls as may be.
 
-``encode`` is pure. Bodies received over SMTP are already clean; it also
+``encode`` and ``Encoder`` are pure. Bodies received over SMTP are already clean; it also
 protects the next hop from anything a local program handed us, so a bare CR
 or LF never leaves Empath (SMTP smuggling works by exactly such bytes).
 """
@@ -25,10 +25,47 @@ def lines(body: bytes) -> list[bytes]:
 
 
 def encode(body: bytes) -> bytes:
+    return _lines_of(body) + b".\r\n"
+
+
+class Encoder:
+    """``encode`` for a body given in pieces, so that a large one is never whole in
+    memory: what ``piece`` returns for each, then ``end``, joined, is ``encode`` of
+    the pieces joined. A piece is encoded up to its last line end; the rest of the
+    line waits for the next piece, and a line that is already too long is split
+    as it grows."""
+
+    def __init__(self) -> None:
+        self._rest = b""  # a line not yet ended
+
+    def piece(self, piece: bytes | bytearray) -> bytes:
+        data = self._rest + piece
+        # A final CR is not yet a line end: the next piece may begin with its LF.
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1
+        self._rest = data[cut:]
+        return _lines_of(data[:cut]) + self._split_rest()
+
+    def end(self) -> bytes:
+        return _lines_of(self._rest) + b".\r\n"
+
+    def _split_rest(self) -> bytes:
+        """Cut off the start of the waiting line while it is longer than any line may
+        be, as ``_by_lines`` cuts it; a final CR is not the line's, so not counted."""
+        out = []
+        rest = self._rest
+        while len(rest) - rest.endswith(b"\r") > (room := _room(rest)):
+            out.append(_stuff(rest[:room]) + b"\r\n")
+            rest = rest[room:]
+        self._rest = rest
+        return b"".join(out)
+
+
+def _lines_of(body: bytes) -> bytes:
+    """Every line of ``body`` ended with CRLF, dot-stuffed and cut to the limit."""
     if _clean(body):
         # The common case, a body received over SMTP: only the dots to stuff,
         # done in C loops rather than line by line in Python (docs/capacity.md).
-        return (b"." if body.startswith(b".") else b"") + body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+        return (b"." if body.startswith(b".") else b"") + body.replace(b"\r\n.", b"\r\n..")
     return _by_lines(body)
 
 
@@ -36,16 +73,16 @@ def _by_lines(body: bytes) -> bytes:
     out = []
     for line in lines(body):
         # An over-long line is split, as Postfix does: the text survives, the limit holds.
-        while True:
-            # A stuffed dot counts towards the limit on the wire.
-            room = MAX_LINE - 1 if line.startswith(b".") else MAX_LINE
-            if len(line) <= room:
-                break
+        while len(line) > (room := _room(line)):
             out.append(_stuff(line[:room]))
             line = line[room:]
         out.append(_stuff(line))
-    out.append(b".")
-    return b"\r\n".join(out) + b"\r\n"
+    return b"".join(line + b"\r\n" for line in out)
+
+
+def _room(line: bytes) -> int:
+    """How long the line may be: a stuffed dot counts towards the limit on the wire."""
+    return MAX_LINE - 1 if line.startswith(b".") else MAX_LINE
 
 
 def _clean(body: bytes) -> bool:

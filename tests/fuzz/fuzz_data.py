@@ -9,6 +9,8 @@ with ``scripts/fuzz data 60``.
 
 import sys
 
+from empath.config import Limits
+from empath.queue.spool import Spool
 from empath.smtp.data import DataReader
 
 
@@ -21,7 +23,14 @@ def lines(data: bytes) -> list[bytes]:
 def test_one_input(data: bytes) -> None:
     # The first byte picks small limits so the size/line/hop checks are reached.
     limits, body = (data[0], data[1:]) if data else (0, data)
-    reader = DataReader(max_size=64 + (limits & 0x0F) * 64, max_line=8 + (limits >> 4) * 8, max_received=limits & 3)
+    size = 64 + (limits & 0x0F) * 64
+    chosen = Limits(
+        max_message_size=size,
+        text_line_length=8 + (limits >> 4) * 8,
+        max_received_headers=limits & 3,
+        max_header_size=size // 2,
+    )
+    reader = DataReader(Spool(), chosen)
     for line in lines(body):
         ended = reader.feed(line)
         if ended:
@@ -33,7 +42,7 @@ def test_one_input(data: bytes) -> None:
             return
         assert not reader.done
         if reader.error is not None:
-            assert not reader.body
+            assert len(reader.spool) == 0
 
 
 if __name__ == "__main__":

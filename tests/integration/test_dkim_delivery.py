@@ -16,6 +16,7 @@ from peer import Peer
 from support import ROOT, wait_for
 
 BODY = b"From: Alice <alice@local.test>\r\nTo: bob@remote.test\r\nSubject: signed\r\n\r\nhello\r\n.dot\r\n"
+LARGE = b"a line of the attached report\r\n" * 13_000
 
 
 def keygen(daemon, selector: str, algorithm: str) -> str:
@@ -72,10 +73,13 @@ def test_submitted_mail_is_signed_once_and_verifies_against_the_published_keys(m
         with smtplib.SMTP("127.0.0.1", daemon.ports.submission, timeout=10) as client:
             client.starttls(context=certs.client_context())
             client.login("alice", "secret")
-            assert client.sendmail("alice@local.test", ["bob@remote.test"], BODY) == {}
+            # Large: it waits in a spool file, is read whole to be signed, and goes out in pieces.
+            assert client.sendmail("alice@local.test", ["bob@remote.test"], BODY + LARGE) == {}
 
         lookup = dns_lookup(dns_server)
-        for transaction in peer.wait_for_transactions(2, timeout=15):
+        transactions = peer.wait_for_transactions(2, timeout=15)
+        assert sorted(len(t.data) > len(LARGE) for t in transactions) == [False, True]
+        for transaction in transactions:
             data = transaction.data
             assert data.count(b"DKIM-Signature: ") == 2 and data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
             assert verifies(data, 0, lookup) and verifies(data, 1, lookup)  # RSA, Ed25519

@@ -17,6 +17,7 @@ from empath.delivery.limits import Breaker, tripped
 from empath.metrics import DeliveryCollector, Metrics, QueueCollector, certificate_expiry
 from empath.queue import stats
 from empath.queue.insert import NewMessage, NewRecipient, insert
+from empath.queue.spool import Spool
 from empath.queue.store import Queue, Write
 from empath.smtp import replies
 from empath.smtp.server import outcome_label
@@ -117,7 +118,7 @@ def test_queue_collector(tmp_path):
         message = NewMessage(
             queue_id="01TEST0000000001",
             sender="a@example.test",
-            body=b"Subject: x\r\n\r\nx\r\n",
+            body=Spool.holding(b"Subject: x\r\n\r\nx\r\n"),
             recipients=[NewRecipient("b@example.org", "example.org"), NewRecipient("c@example.org", "example.org")],
             received_at=now - 30,
             expires_at=now + 3600,

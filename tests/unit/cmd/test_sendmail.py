@@ -86,7 +86,7 @@ def test_build_adds_headers_qualifies_names_and_keeps_the_body():
     msg, signing = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ")
     assert msg.sender == "backup@host.test"
     assert [r.address for r in msg.recipients] == ["root@host.test", "secret@x.test"]
-    stored = bytes(msg.head) + bytes(msg.body)  # what the queue keeps
+    stored = msg.head + msg.body.read()  # what the queue keeps
     assert stored.startswith(
         f"Received: by host.test (Empath, from user backup)\r\n\t(Empath trace {msg.trace_id} on host.test)\r\n"
         "\tid 01ABCDEFGHJKMNPQ;".encode()

@@ -19,8 +19,9 @@ from empath.delivery.client import (
     TlsFailed,
     open_connection,
 )
+from empath.delivery.content import Content, Unreadable, Whole
 from empath.delivery.courier import tls_contexts
-from empath.smtp import replies
+from empath.smtp import replies, wire
 from empath.smtp.replies import Reply
 
 HELO = "client.example"
@@ -177,7 +178,7 @@ def test_helo_when_ehlo_is_refused(peer):
     peer.ehlo_reply = "500 5.5.1 command unrecognized"
     conn = connect(peer)
     assert conn.extensions == {}
-    assert conn.send(envelope(), BODY) == {"bob@remote.test": Reply.heard(250, ("2.0.0 ok",))}
+    assert conn.send(envelope(), Whole(BODY)) == {"bob@remote.test": Reply.heard(250, ("2.0.0 ok",))}
     conn.quit()
     peer.wait_until_idle()
     [c] = peer.connections
@@ -235,7 +236,7 @@ def test_transaction(peer, pipelining):
     peer.extensions = PIPELINED_EXTENSIONS if pipelining else PLAIN_EXTENSIONS
     conn = connect(peer)
     writes = spy_writes(conn)
-    result = conn.send(envelope("bob@remote.test", "carol@remote.test"), BODY)
+    result = conn.send(envelope("bob@remote.test", "carol@remote.test"), Whole(BODY))
     assert result == {
         "bob@remote.test": Reply.heard(250, ("2.0.0 ok",)),
         "carol@remote.test": Reply.heard(250, ("2.0.0 ok",)),
@@ -265,7 +266,7 @@ def test_each_recipient_gets_its_own_reply(peer, pipelining):
     peer.rcpt_replies = {"unknown@remote.test": USER_UNKNOWN, "full@remote.test": MAILBOX_FULL}
     peer.final_reply = "250 2.0.0 queued as 12345"
     conn = connect(peer)
-    result = conn.send(envelope("bob@remote.test", "unknown@remote.test", "full@remote.test"), BODY)
+    result = conn.send(envelope("bob@remote.test", "unknown@remote.test", "full@remote.test"), Whole(BODY))
     assert {a: (r.code, r.status, r.summary) for a, r in result.items()} == {
         "bob@remote.test": (250, "2.0.0", "250 2.0.0 queued as 12345"),
         "unknown@remote.test": (550, "5.1.1", "550 5.1.1 no such user"),
@@ -283,13 +284,13 @@ def test_every_recipient_refused(peer, pipelining):
     peer.extensions = PIPELINED_EXTENSIONS if pipelining else PLAIN_EXTENSIONS
     peer.rcpt_reply = USER_UNKNOWN
     conn = connect(peer)
-    result = conn.send(envelope("a@remote.test", "b@remote.test"), BODY)
+    result = conn.send(envelope("a@remote.test", "b@remote.test"), Whole(BODY))
     assert {a: r.status for a, r in result.items()} == {"a@remote.test": "5.1.1", "b@remote.test": "5.1.1"}
     assert conn.messages == 0
     # no data went; after RSET (as the pool does) the connection carries the next message
     peer.rcpt_reply = DELIVERED
     assert conn.reset()
-    assert conn.send(envelope("c@remote.test"), BODY)["c@remote.test"].ok
+    assert conn.send(envelope("c@remote.test"), Whole(BODY))["c@remote.test"].ok
     conn.quit()
     peer.wait_until_idle()
     [c] = peer.connections
@@ -308,7 +309,7 @@ def test_sender_refused(peer, pipelining):
     peer.mail_reply = SENDER_REFUSED
     conn = connect(peer)
     with pytest.raises(SmtpError) as info:
-        conn.send(envelope(), BODY)
+        conn.send(envelope(), Whole(BODY))
     error = info.value
     assert (error.step, error.status, error.reply.code, error.permanent) == ("MAIL", "5.7.1", 554, True)
     assert error.elsewhere
@@ -334,7 +335,7 @@ def test_data_refused(peer, pipelining):
     peer.rcpt_replies = {"full@remote.test": MAILBOX_FULL}
     peer.data_reply = "554 5.7.1 not from you"
     conn = connect(peer)
-    result = conn.send(envelope("bob@remote.test", "full@remote.test"), BODY)
+    result = conn.send(envelope("bob@remote.test", "full@remote.test"), Whole(BODY))
     assert {a: r.summary for a, r in result.items()} == {
         "bob@remote.test": "554 5.7.1 not from you",
         "full@remote.test": MAILBOX_FULL,
@@ -361,7 +362,7 @@ def test_421_ends_the_transaction(peer, fail_at, step, pipelining):
     peer.fail_at = fail_at
     conn = connect(peer)
     with pytest.raises(SmtpError) as info:
-        conn.send(envelope("a@remote.test", "b@remote.test"), BODY)
+        conn.send(envelope("a@remote.test", "b@remote.test"), Whole(BODY))
     error = info.value
     assert (error.step, error.status, error.reply.code, error.elsewhere) == (step, "4.3.2", 421, True)
     assert "closing" in error.text
@@ -374,7 +375,7 @@ def test_421_after_the_dot(peer):
     peer.final_reply = BYE
     conn = connect(peer)
     with pytest.raises(SmtpError) as info:
-        conn.send(envelope(), BODY)
+        conn.send(envelope(), Whole(BODY))
     assert (info.value.step, info.value.status, info.value.elsewhere) == ("end of data", "4.3.2", False)
 
 
@@ -382,7 +383,7 @@ def test_final_reply_refusal_applies_to_every_accepted_recipient(peer):
     peer.rcpt_replies = {"unknown@remote.test": USER_UNKNOWN}
     peer.final_reply = "554 5.6.0 content rejected"
     conn = connect(peer)
-    result = conn.send(envelope("a@remote.test", "unknown@remote.test", "b@remote.test"), BODY)
+    result = conn.send(envelope("a@remote.test", "unknown@remote.test", "b@remote.test"), Whole(BODY))
     assert {a: r.summary for a, r in result.items()} == {
         "a@remote.test": "554 5.6.0 content rejected",
         "unknown@remote.test": USER_UNKNOWN,
@@ -395,7 +396,7 @@ def test_dropped_after_the_dot(peer):
     peer.drop_after_dot = True
     conn = connect(peer)
     with pytest.raises(SmtpError) as info:
-        conn.send(envelope(), BODY)
+        conn.send(envelope(), Whole(BODY))
     error = info.value
     assert (error.step, error.reply, error.elsewhere, error.permanent) == ("end of data", None, False, False)
     assert "connection closed" in error.text
@@ -407,7 +408,7 @@ def test_timeout_after_the_dot(peer):
     peer.fail_at = (".", 1, HANG)
     conn = open_connection("h", "127.0.0.1", peer.port, HELO, ClientTimeouts(2.0, 2.0, 0.2), "none", None)
     with pytest.raises(SmtpError) as info:
-        conn.send(envelope(), BODY)
+        conn.send(envelope(), Whole(BODY))
     assert (info.value.step, info.value.elsewhere) == ("end of data", False)
     assert "timeout after 0.2s" in info.value.text
     conn.close()
@@ -416,7 +417,7 @@ def test_timeout_after_the_dot(peer):
 def test_several_messages_on_one_connection(peer):
     conn = connect(peer)
     for n in range(3):
-        assert conn.send(envelope(f"r{n}@remote.test"), BODY)[f"r{n}@remote.test"].ok
+        assert conn.send(envelope(f"r{n}@remote.test"), Whole(BODY))[f"r{n}@remote.test"].ok
     assert conn.messages == 3
     conn.quit()
     peer.wait_until_idle()
@@ -428,7 +429,7 @@ def test_several_messages_on_one_connection(peer):
 def test_body_goes_out_stuffed_with_crlf(peer):
     body = b"Subject: dots\n\n.\n..leading\nbare cr\rend\r\n" + b"x" * 1500 + b"\r\n"
     conn = connect(peer)
-    conn.send(envelope(size=len(body)), body)
+    conn.send(envelope(size=len(body)), Whole(body))
     [t] = peer.wait_for_transactions(1)
     assert (
         t.data
@@ -440,6 +441,48 @@ def test_body_goes_out_stuffed_with_crlf(peer):
     assert peer.violations == []
 
 
+class Pieces(Content):
+    """A message read in pieces, as a large one is from the queue; ``fail_at``: the piece that cannot be read."""
+
+    def __init__(self, pieces: list[bytes], fail_at: int | None = None):
+        super().__init__(sum(map(len, pieces)))
+        self.parts, self.fail_at = pieces, fail_at
+
+    def pieces(self):
+        for i, piece in enumerate(self.parts):
+            if i == self.fail_at:
+                raise Unreadable("the message was deleted from the queue")
+            yield piece
+
+
+def test_a_body_in_pieces_goes_out_as_the_whole_would(peer):
+    # Cut inside a CRLF, before a dot that needs stuffing, inside a long line.
+    whole = b"Subject: pieces\r\n\r\nline\r\n.dot\r\n" + b"y" * 2500 + b"\r\nend\r\n"
+    cuts = [whole[:20], whole[20:27], whole[27:30], whole[30:1200], whole[1200:]]
+    conn = connect(peer)
+    writes = spy_writes(conn)
+    assert conn.send(envelope(size=len(whole)), Pieces(cuts))["bob@remote.test"].ok
+    [t] = peer.wait_for_transactions(1)
+    assert b"".join(writes[1:]) == wire.encode(whole)  # after the envelope: the body, one piece at a time
+    assert len(writes) > 2
+    assert t.data == whole.replace(b"y" * 2500, b"y" * 998 + b"\r\n" + b"y" * 998 + b"\r\n" + b"y" * 504)
+    conn.quit()
+    peer.wait_until_idle()
+    assert peer.violations == []
+
+
+def test_a_body_that_cannot_be_read_to_its_end_is_never_ended(peer):
+    conn = connect(peer)
+    with pytest.raises(SmtpError) as info:
+        conn.send(envelope(size=20), Pieces([b"Subject: x\r\n\r\n", b"part two\r\n"], fail_at=1))
+    error = info.value
+    assert (error.step, error.status, error.elsewhere) == ("end of data", "4.3.0", False)
+    assert "deleted" in error.text and conn.broken
+    conn.quit()  # broken: closed without QUIT, so the remote drops the half message
+    peer.wait_until_idle()
+    assert peer.delivered == [] and len(peer.all_transactions) == 1
+
+
 # -- what the remote must offer -------------------------------------------------------------
 
 
@@ -448,12 +491,12 @@ def test_too_big_for_the_remote(peer, pipelining):
     peer.extensions = ["PIPELINING", "SIZE 1000"] if pipelining else ["SIZE 1000"]
     conn = connect(peer)
     with pytest.raises(SmtpError) as info:
-        conn.send(envelope(size=1001), b"x" * 1001)
+        conn.send(envelope(size=1001), Whole(b"x" * 1001))
     error = info.value
     assert (error.step, error.status, error.permanent, error.reply) == ("MAIL", "5.3.4", True, None)
     assert "1001 bytes" in error.text and "(1000)" in error.text
     # exactly the limit is fine
-    assert conn.send(envelope(size=1000), b"x" * 998)["bob@remote.test"].ok
+    assert conn.send(envelope(size=1000), Whole(b"x" * 998))["bob@remote.test"].ok
     conn.quit()
     peer.wait_until_idle()
     [c] = peer.connections
@@ -465,7 +508,7 @@ def test_too_big_for_the_remote(peer, pipelining):
 def test_no_size_limit(peer, offered):
     peer.extensions = offered
     conn = connect(peer)
-    assert conn.send(envelope(size=10**9), BODY)["bob@remote.test"].ok
+    assert conn.send(envelope(size=10**9), Whole(BODY))["bob@remote.test"].ok
     conn.quit()
     peer.wait_until_idle()
     assert peer.violations == []
@@ -475,7 +518,7 @@ def test_smtputf8_needed(peer):
     peer.extensions = [e for e in PIPELINED_EXTENSIONS if e != "SMTPUTF8"]
     conn = connect(peer)
     with pytest.raises(SmtpError) as info:
-        conn.send(envelope("bøb@remote.test", smtputf8=True), BODY)
+        conn.send(envelope("bøb@remote.test", smtputf8=True), Whole(BODY))
     assert (info.value.step, info.value.status, info.value.permanent) == ("MAIL", "5.6.7", True)
     conn.quit()
     peer.wait_until_idle()
@@ -486,7 +529,7 @@ def test_smtputf8_needed(peer):
 def test_smtputf8_offered(peer):
     body = "Subject: héllo\r\n\r\nçava\r\n".encode()
     conn = connect(peer)
-    conn.send(envelope("bøb@remote.test", sender="ålice@example.test", smtputf8=True, size=len(body)), body)
+    conn.send(envelope("bøb@remote.test", sender="ålice@example.test", smtputf8=True, size=len(body)), Whole(body))
     [t] = peer.wait_for_transactions(1)
     assert t.sender == "ålice@example.test" and t.recipients == ["bøb@remote.test"]
     assert "SMTPUTF8" in t.mail_params
@@ -501,7 +544,7 @@ def test_8bitmime(peer, offered):
     peer.extensions = ["8BITMIME"] if offered else []
     body = "Subject: x\r\n\r\ncafé\r\n".encode() if offered else BODY
     conn = connect(peer)
-    conn.send(envelope(size=len(body), body_type="8BITMIME"), body)
+    conn.send(envelope(size=len(body), body_type="8BITMIME"), Whole(body))
     [t] = peer.wait_for_transactions(1)
     assert t.mail_params == ({"BODY": "8BITMIME"} if offered else {})
     conn.quit()
@@ -525,7 +568,7 @@ DSN_ENVELOPE = OutboundEnvelope(
 
 def test_dsn_parameters_when_offered(peer):
     conn = connect(peer)
-    conn.send(DSN_ENVELOPE, BODY)
+    conn.send(DSN_ENVELOPE, Whole(BODY))
     [t] = peer.wait_for_transactions(1)
     assert t.mail_params == {"SIZE": str(len(BODY)), "RET": "HDRS", "ENVID": "id+3D1+20+2Bx"}
     assert t.rcpt_params("bob@remote.test") == {"NOTIFY": "SUCCESS,FAILURE", "ORCPT": "rfc822;Bob+2Bx+3Dy@remote.test"}
@@ -540,7 +583,7 @@ def test_dsn_parameters_when_offered(peer):
 def test_no_dsn_parameters_when_not_offered(peer):
     peer.extensions = [e for e in PIPELINED_EXTENSIONS if e != "DSN"]
     conn = connect(peer)
-    conn.send(DSN_ENVELOPE, BODY)
+    conn.send(DSN_ENVELOPE, Whole(BODY))
     [t] = peer.wait_for_transactions(1)
     assert t.mail_params == {"SIZE": str(len(BODY))}
     assert all(r.params == {} for r in t.rcpts)
@@ -558,7 +601,7 @@ def test_starttls_then_ehlo_again(tls_peer, tls):
     assert conn.tls
     assert "STARTTLS" not in conn.extensions  # what the second EHLO offered
     assert "AUTH" in conn.extensions  # offered only in TLS
-    conn.send(envelope(), BODY)
+    conn.send(envelope(), Whole(BODY))
     [t] = tls_peer.wait_for_transactions(1)
     assert t.tls
     conn.quit()
@@ -605,7 +648,7 @@ def test_tls_required_but_not_offered(peer, tls):
 def test_opportunistic_without_starttls_goes_in_clear(peer, context):
     conn = connect(peer, "opportunistic", context)
     assert not conn.tls
-    conn.send(envelope(), BODY)
+    conn.send(envelope(), Whole(BODY))
     [t] = peer.wait_for_transactions(1)
     assert not t.tls
     conn.quit()
@@ -638,7 +681,7 @@ def tls12_peer(tls_peer) -> Peer:
 def test_opportunistic_falls_back_to_clear_when_the_handshake_fails(tls12_peer):
     conn = connect(tls12_peer, "opportunistic", tls13_only())
     assert not conn.tls
-    conn.send(envelope(), BODY)
+    conn.send(envelope(), Whole(BODY))
     conn.quit()
     tls12_peer.wait_until_idle()
     first, second = tls12_peer.connections
@@ -679,7 +722,7 @@ def test_failed_handshake_is_final(tls12_peer, tls, credentials):
 def test_auth_after_tls(tls_peer, offered, mechanism):
     tls_peer.ehlo_reply = f"250 peer.test\nPIPELINING\nSTARTTLS\n{offered}"
     conn = connect(tls_peer, "required", UNVERIFIED, ("relay", "secret"))
-    conn.send(envelope(), BODY)
+    conn.send(envelope(), Whole(BODY))
     [t] = tls_peer.wait_for_transactions(1)
     assert (t.tls, t.auth_user) == (True, "relay")
     conn.quit()
@@ -760,11 +803,11 @@ def test_an_idle_connection_starts_its_next_transaction_with_rset(peer, pipelini
     # pipelined group (no round trip of its own) or goes alone before MAIL.
     peer.extensions = PIPELINED_EXTENSIONS if pipelining else PLAIN_EXTENSIONS
     conn = connect(peer)
-    assert conn.send(envelope("a@remote.test"), BODY)["a@remote.test"].ok
+    assert conn.send(envelope("a@remote.test"), Whole(BODY))["a@remote.test"].ok
     conn.idle = True
-    assert conn.send(envelope("b@remote.test"), BODY)["b@remote.test"].ok
+    assert conn.send(envelope("b@remote.test"), Whole(BODY))["b@remote.test"].ok
     assert not conn.idle
-    assert conn.send(envelope("c@remote.test"), BODY)["c@remote.test"].ok  # not idle in between: no RSET
+    assert conn.send(envelope("c@remote.test"), Whole(BODY))["c@remote.test"].ok  # not idle in between: no RSET
     conn.quit()
     peer.wait_until_idle()
     [c] = peer.connections
@@ -790,7 +833,7 @@ def test_an_idle_connection_the_remote_dropped_is_stale(peer, pipelining, how):
         peer.stop()
     conn.idle = True
     with pytest.raises(Stale) as info:
-        conn.send(envelope(), BODY)
+        conn.send(envelope(), Whole(BODY))
     assert info.value.step == "RSET" and info.value.elsewhere and not info.value.permanent
     assert conn.broken  # closed, never given back
     conn.close()
@@ -812,7 +855,7 @@ def test_8bit_content_is_not_sent_to_a_server_without_8bitmime():
         try:
             envelope = OutboundEnvelope("a@b.test", (OutboundRecipient("c@d.test"),), 20, body_type="8BITMIME")
             with pytest.raises(SmtpError) as caught:
-                conn.send(envelope, "Subject: caf\u00e9\r\n\r\nx\r\n".encode())
+                conn.send(envelope, Whole("Subject: caf\u00e9\r\n\r\nx\r\n".encode()))
         finally:
             conn.quit()
         assert caught.value.status == "5.6.3" and caught.value.permanent

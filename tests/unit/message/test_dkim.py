@@ -17,6 +17,7 @@ from empath.config.model import DkimKey
 from empath.config.sections import validate
 from empath.message import dkim, submit
 from empath.queue.insert import NewRecipient
+from empath.queue.spool import Spool
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\nTo: bob@remote.test\r\nSubject: hi\r\n"
@@ -222,7 +223,9 @@ def compose_with(tmp_path, origin):
     key, value = make_key(tmp_path)
     config = load(BASE + f'[[dkim]]\ndomain = "example.org"\nselector = "s1"\nkey_file = "{key.key_file}"\n', tmp_path)
     envelope = submit.Envelope("alice@example.org", [NewRecipient("bob@remote.test", "remote.test")])
-    message, signing = submit.compose(config, origin, envelope, MESSAGE, "01ABCDEFGHJKMNPQ", 1.7e9, "0" * 32)
+    message, signing = submit.compose(
+        config, origin, envelope, Spool.holding(MESSAGE), "01ABCDEFGHJKMNPQ", 1.7e9, "0" * 32
+    )
     return message, signing, published({"s1._domainkey.example.org": value})
 
 
@@ -240,13 +243,13 @@ def smtp_client(trusted: bool, auth_user: str | None) -> submit.SmtpClient:
 )
 def test_own_users_mail_is_signed_over_the_headers_empath_adds(tmp_path, origin):
     message, signing, lookup = compose_with(tmp_path, origin)
-    stored = message.head + message.body
-    assert stored.startswith(b"DKIM-Signature: ") and signing.signed and message.body == MESSAGE
+    stored = message.head + message.body.read()
+    assert stored.startswith(b"DKIM-Signature: ") and signing.signed and message.body.read() == MESSAGE
     assert b"\r\nReceived: " in message.head and dkimpy.verify(stored, dnsfunc=lookup)
     assert ("dkim", "signed: d=example.org s=s1 a=rsa-sha256") in message.events
 
 
 def test_a_strangers_mail_claiming_our_domain_is_not_signed(tmp_path):
     message, signing, _ = compose_with(tmp_path, smtp_client(trusted=False, auth_user=None))
-    assert b"DKIM-Signature" not in message.head + message.body and signing == submit.dkim.Signing()
+    assert b"DKIM-Signature" not in message.head + message.body.read() and signing == submit.dkim.Signing()
     assert [kind for kind, _ in message.events] == ["received"]

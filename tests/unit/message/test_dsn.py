@@ -318,6 +318,21 @@ def test_original_over_return_limit_returns_headers_only():
     assert raw_parts(at_limit)[2][1] == big
 
 
+@pytest.mark.parametrize(
+    "cut, kept",
+    [(-5, False), (-2, False), (0, True), (8, True)],
+    ids=["in its fold", "in its last CRLF", "at its end", "in the next field"],
+)
+def test_only_the_start_of_a_large_original_is_needed_and_no_field_is_cut(cut, kept):
+    # The queue gives a notice return_limit + 1 bytes of a large message: a field it may cut is left out.
+    folded = b"X-Folded: first\r\n second\r\n"
+    original = HEADERS + folded + b"X-Last: " + b"v" * 60 + b"\r\n" + b"\r\n" + b"body\r\n" * 10_000
+    limit = len(HEADERS) + len(folded) + cut
+    raw = render(report(original=original[: limit + 1], return_limit=limit))
+    assert parse(raw).get_payload()[2].get_content_type() == "text/rfc822-headers"
+    assert raw_parts(raw)[2][1] == HEADERS + (folded if kept else b"")
+
+
 def test_default_return_limit_is_50k():
     big = HEADERS + b"\r\n" + (b"y" * 98 + b"\r\n") * 600
     assert parse(render(report(original=big))).get_payload()[2].get_content_type() == "text/rfc822-headers"

@@ -13,6 +13,7 @@ import pytest
 from empath.queue import backup, database, models
 from empath.queue.backup import BackupError, Manifest, Member
 from empath.queue.insert import NewMessage, NewRecipient, insert
+from empath.queue.spool import Spool
 
 
 def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
@@ -27,7 +28,7 @@ def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
             NewMessage(
                 queue_id=f"ID{n:014d}",
                 sender="a@sender.test",
-                body=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
+                body=Spool.holding(f"Subject: {n}\r\n\r\nbody {n}\r\n".encode()),
                 recipients=[NewRecipient("x@local.test", "local.test"), NewRecipient("y@b.test", "b.test")],
                 received_at=1.0,
                 expires_at=2.0,

@@ -15,6 +15,7 @@ from empath.delivery import results
 from empath.delivery.results import NoticeSettings
 from empath.queue import claims, database, stats
 from empath.queue.insert import NewMessage, NewRecipient, insert
+from empath.queue.spool import Spool
 from empath.queue.states import State
 
 
@@ -30,7 +31,7 @@ def db(tmp_path):
                 NewMessage(
                     queue_id=f"Q{i:015d}",
                     sender="a@b.test",
-                    body=b"Subject: x\r\n\r\nx\r\n",
+                    body=Spool.holding(b"Subject: x\r\n\r\nx\r\n"),
                     recipients=[NewRecipient(f"r{i}@d{i % 5}.test", f"d{i % 5}.test")],
                     received_at=now - i,
                     expires_at=now + 86400,

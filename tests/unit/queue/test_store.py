@@ -58,7 +58,7 @@ def test_a_read_runs_here_with_its_own_connection(queue):
         return claims.load(conn, queue_id)
 
     loaded = queue.read(load, queue_id)
-    assert ok and loaded is not None and loaded.body == b"Subject: x\r\n\r\nhello\r\n"
+    assert ok and loaded is not None and loaded.data == b"Subject: x\r\n\r\nhello\r\n"
     [(conn, thread)] = seen
     assert thread == threading.get_ident() and conn is not queue.call(lambda db: db.connection())
 

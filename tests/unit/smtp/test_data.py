@@ -1,6 +1,7 @@
 """The DATA reader: where a message ends, and every reason to refuse one."""
 
 import pytest
+from data_helpers import reader_for
 
 from empath.smtp import replies
 from empath.smtp.data import DataReader
@@ -17,7 +18,7 @@ def lines_of(raw: bytes) -> list[bytes]:
 
 def read(raw: bytes, max_size: int = 10_000, max_line: int = 1000, max_received: int = 3):
     """Feed ``raw`` until the reader says stop; return the reader and the lines it did not take."""
-    reader = DataReader(max_size, max_line, max_received)
+    reader = reader_for(max_size, max_line, max_received)
     lines = lines_of(raw)
     for i, line in enumerate(lines):
         if reader.feed(line):
@@ -37,15 +38,15 @@ def test_simple_message():
     assert reader.done
     assert reader.error is None
     assert not reader.fatal
-    assert bytes(reader.body) == b"Subject: hi\r\n\r\nHello\r\n"
-    assert reader.size == len(reader.body)
+    assert reader.spool.read() == b"Subject: hi\r\n\r\nHello\r\n"
+    assert reader.size == len(reader.spool)
     assert rest == []
 
 
 def test_empty_message():
     reader, rest = read(b".\r\n")
     assert reader.done and reader.error is None
-    assert bytes(reader.body) == b""
+    assert reader.spool.read() == b""
 
 
 def test_commands_after_the_end_are_left_unread():
@@ -68,7 +69,7 @@ def test_commands_after_the_end_are_left_unread():
 def test_dot_unstuffing(raw, body):
     reader, _ = read(raw)
     assert reader.done and reader.error is None
-    assert bytes(reader.body) == body
+    assert reader.spool.read() == body
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_bare_newlines_are_fatal(raw):
 
 
 def test_crlf_line_is_fine_but_lf_line_is_not():
-    reader = DataReader(100, 100, 3)
+    reader = reader_for(100, 100, 3)
     assert reader.feed(b"x\r\n") is False
     assert reader.error is None
     assert reader.feed(b"x\n") is True
@@ -121,7 +122,7 @@ def test_crlf_line_is_fine_but_lf_line_is_not():
 
 
 def test_bare_newline_is_fatal_even_after_another_error():
-    reader = DataReader(100, 100, 3)
+    reader = reader_for(100, 100, 3)
     reader.feed(b"nul\x00\r\n")
     assert key(reader.error) == key(replies.NUL_IN_DATA)
     assert reader.feed(b"then\n") is True
@@ -137,7 +138,7 @@ def test_nul_is_refused_but_not_fatal():
     assert reader.done
     assert not reader.fatal
     assert key(reader.error) == key(replies.NUL_IN_DATA)
-    assert bytes(reader.body) == b""
+    assert reader.spool.read() == b""
     assert rest == [b"QUIT\r\n"]  # it read to the end of the message, and no further
 
 
@@ -165,10 +166,10 @@ def test_size_limit(size, refused):
     if refused:
         assert key(reader.error) == key(replies.MESSAGE_TOO_BIG) == (552, "5.3.4")
         assert "10" in reader.error.text
-        assert bytes(reader.body) == b""
+        assert reader.spool.read() == b""
     else:
         assert reader.error is None
-        assert bytes(reader.body) == body
+        assert reader.spool.read() == body
 
 
 def test_size_counts_unstuffed_bytes():
@@ -180,7 +181,7 @@ def test_size_counts_unstuffed_bytes():
 def test_body_dropped_once_too_big():
     reader, _ = read(b"0123456789\r\n" * 5 + b".\r\n", max_size=30)
     assert key(reader.error) == key(replies.MESSAGE_TOO_BIG)
-    assert bytes(reader.body) == b""
+    assert reader.spool.read() == b""
     assert reader.size == 60  # still counted, for the log
 
 
@@ -200,13 +201,13 @@ def test_line_length(line, refused):
         assert key(reader.error) == key(replies.DATA_LINE_TOO_LONG)
         assert "10" in reader.error.text
         assert "{" not in reader.error.text
-        assert bytes(reader.body) == b""
+        assert reader.spool.read() == b""
     else:
         assert reader.error is None
 
 
 def test_overflow_flag_means_too_long():
-    reader = DataReader(10_000, 1000, 3)
+    reader = reader_for(10_000, 1000, 3)
     assert reader.feed(b"short head\r\n", overflow=True) is False
     assert key(reader.error) == key(replies.DATA_LINE_TOO_LONG)
     assert not reader.fatal
@@ -220,7 +221,7 @@ def test_overflow_cut_between_cr_and_lf_is_not_a_bare_cr():
     # The connection returns an over-long line as its first bytes plus its
     # own ending; when the cut falls just after the CR of that ending, the
     # head ends in CR. That is a long line, not a smuggling attempt.
-    reader = DataReader(10_000, 1000, 3)
+    reader = reader_for(10_000, 1000, 3)
     reader.feed(b"x" * 1001 + b"\r" + b"\r\n", overflow=True)
     assert not reader.fatal
     assert key(reader.error) == key(replies.DATA_LINE_TOO_LONG)
@@ -228,7 +229,7 @@ def test_overflow_cut_between_cr_and_lf_is_not_a_bare_cr():
 
 
 def test_overflow_with_bare_lf_ending_is_fatal():
-    reader = DataReader(10_000, 1000, 3)
+    reader = reader_for(10_000, 1000, 3)
     assert reader.feed(b"x" * 1002 + b"\n", overflow=True) is True
     assert reader.fatal
 
@@ -248,7 +249,7 @@ def test_too_many_hops(hops, refused):
     assert rest == [b"QUIT\r\n"]
     if refused:
         assert key(reader.error) == key(replies.TOO_MANY_HOPS) == (554, "5.4.6")
-        assert bytes(reader.body) == b""
+        assert reader.spool.read() == b""
     else:
         assert reader.error is None
 
@@ -263,7 +264,7 @@ def test_received_lines_in_the_body_are_not_hops():
     raw = b"Subject: forwarded\r\n\r\n" + received(10) + b".\r\n"
     reader, _ = read(raw, max_received=3)
     assert reader.error is None
-    assert bytes(reader.body).count(b"Received:") == 10
+    assert reader.spool.read().count(b"Received:") == 10
 
 
 def test_folded_received_header_counts_once():
@@ -277,3 +278,36 @@ def test_folded_received_header_counts_once():
 def test_first_error_is_kept():
     reader, _ = read(b"a\x00\r\n" + b"x" * 50 + b"\r\n.\r\n", max_line=20)
     assert key(reader.error) == key(replies.NUL_IN_DATA)
+
+
+# -- the header section is bounded: it is held in memory ------------------------------
+
+
+def feed_all(reader: DataReader, raw: bytes) -> list[bytes] | None:
+    lines = lines_of(raw)
+    for i, line in enumerate(lines):
+        if reader.feed(line):
+            return lines[i + 1 :]
+    return None
+
+
+@pytest.mark.parametrize("extra, refused", [(0, False), (1, True)])
+def test_a_header_section_over_the_limit_is_refused(extra, refused):
+    header = b"Subject: " + b"x" * 80 + b"\r\n"
+    fields = header * 10
+    reader = reader_for(max_header=len(fields) - extra)
+    rest = feed_all(reader, fields + b"\r\n" + b"body line\r\n" * 500 + b".\r\nQUIT\r\n")
+    assert rest == [b"QUIT\r\n"] and not reader.fatal  # read to its end, in step with the client
+    if refused:
+        assert key(reader.error) == key(replies.HEADER_TOO_BIG) == (552, "5.3.4")
+        assert str(len(fields) - extra) in reader.error.text
+        assert len(reader.spool) == 0
+    else:
+        assert reader.error is None
+        assert reader.spool.header_section() == fields
+
+
+def test_a_message_with_no_blank_line_is_all_header_and_bounded_so():
+    reader = reader_for(max_header=2000)
+    assert feed_all(reader, b"no header here, just text\r\n" * 100 + b".\r\n") == []
+    assert key(reader.error) == key(replies.HEADER_TOO_BIG)

@@ -7,14 +7,14 @@ we send is what an Empath (or any strict server) reads back.
 import re
 
 import pytest
+from data_helpers import reader_for
 
-from empath.smtp.data import DataReader
 from empath.smtp.wire import MAX_LINE, encode, lines
 
 
 def unstuff(wire: bytes) -> bytes:
     """The body a strict server reads from ``wire``, fed line by line as from a socket."""
-    reader = DataReader(max_size=1 << 24, max_line=MAX_LINE + 2, max_received=100)
+    reader = reader_for(max_size=1 << 24, max_line=MAX_LINE + 2, max_received=100, max_header=1 << 24)
     chunks = wire.split(b"\r\n")
     assert chunks[-1] == b"", "the wire form ends with CRLF"
     for i, chunk in enumerate(chunks[:-1]):
@@ -22,7 +22,7 @@ def unstuff(wire: bytes) -> bytes:
             assert i == len(chunks) - 2, "the message ended before the end of the data"
             break
     assert reader.done and reader.error is None, reader.error
-    return bytes(reader.body)
+    return reader.spool.read()
 
 
 def wire_lines(wire: bytes) -> list[bytes]:
