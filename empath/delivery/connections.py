@@ -65,15 +65,23 @@ class ConnectionPool:
             self.sweep(time.monotonic())
 
     def sweep(self, now: float) -> None:
-        """Say goodbye to connections idle longer than idle_time."""
+        """Say goodbye to connections idle longer than idle_time.
+
+        They leave the pool first, all at once: a QUIT waits for its reply, and
+        meanwhile deliveries take and give connections. One still in the pool
+        then could be closed under the QUIT by a take, and a connection given
+        meanwhile would be dropped with the old list."""
+        expired = []
         for key in list(self._idle):
             keep = []
             for since, conn in self._idle[key]:
                 if now - since > self.idle_time:
-                    conn.quit()
+                    expired.append(conn)
                 else:
                     keep.append((since, conn))
             if keep:
                 self._idle[key] = keep
             else:
                 del self._idle[key]
+        for conn in expired:
+            conn.quit()
