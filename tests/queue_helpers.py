@@ -24,25 +24,29 @@ def db(tmp_path):
     opened.close()
 
 
+def new_message(
+    queue_id: str, body=b"Subject: x\r\n\r\nhello\r\n", sender="a@b.test", rcpts=("r@one.test",), age=0.0, events=()
+) -> NewMessage:
+    """A message received ``age`` seconds before NOW, as the session hands it to the queue."""
+    return NewMessage(
+        queue_id=queue_id,
+        sender=ReversePath(sender),
+        body=Spool.holding(body),
+        recipients=[NewRecipient(EmailAddress(r), EmailAddress(r).domain) for r in rcpts],
+        received_at=NOW - age,
+        expires_at=NOW + 86400,
+        client_address="127.0.0.1",
+        client_helo="client.test",
+        listener="smtp",
+        trace_id="trace-1",
+        events=list(events),
+    )
+
+
 def add(db, sender="a@b.test", rcpts=("r@one.test",), age=0.0, body=b"Subject: x\r\n\r\nhello\r\n") -> str:
     """Queue a message received ``age`` seconds before NOW; its queue id."""
     queue_id = ids.new_id(NOW - age)
-    insert(
-        db,
-        NewMessage(
-            queue_id=queue_id,
-            sender=ReversePath(sender),
-            body=Spool.holding(body),
-            recipients=[NewRecipient(EmailAddress(r), EmailAddress(r).domain) for r in rcpts],
-            received_at=NOW - age,
-            expires_at=NOW + 86400,
-            client_address="127.0.0.1",
-            client_helo="client.test",
-            listener="smtp",
-            trace_id="trace-1",
-            events=[("received", "from client.test")],
-        ),
-    )
+    insert(db, new_message(queue_id, body, sender, rcpts, age, events=[("received", "from client.test")]))
     return queue_id
 
 

@@ -118,7 +118,7 @@ class QueueSettings:
     lifetime: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
     min_free_space: int = 104857600
     max_size: int = 0  # 0: no limit but the disk
-    commit_timeout: float = 30.0
+    commit_timeout: float = 120.0
 
 
 @dataclass(frozen=True)

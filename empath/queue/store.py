@@ -40,13 +40,21 @@ log = logging.getLogger("empath.queue")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Write:
     """One write of a group commit: ``fn(db, *args)``. A quick one runs on the hub (see above)."""
 
     fn: Callable[..., Any]
     args: tuple
     quick: bool = False
+    size: int = 0  # the bytes of message it writes
+    abandoned: bool = False  # its writer gave up waiting and wants it undone
+
+
+# A batch holds messages of this many bytes at most (a larger one goes alone): when
+# large messages arrive together, the first are committed and answered while the
+# rest wait, not all of them at the end, past their clients' commit_timeout.
+BATCH_BYTES = 64 << 20
 
 
 class Queue:
@@ -54,7 +62,7 @@ class Queue:
     connection for the hub, and the group commit."""
 
     def __init__(
-        self, path: Path, max_size: int = 0, commit_timeout: float = 30.0, on_commit: Callable[[], None] = lambda: None
+        self, path: Path, max_size: int = 0, commit_timeout: float = 120.0, on_commit: Callable[[], None] = lambda: None
     ):
         self.path = path
         self.max_size = max_size
@@ -145,30 +153,63 @@ class Queue:
     def write(self, fn: Callable[..., T], *args: Any, quick: bool = False) -> T:
         """Run ``fn(db, *args)`` in the next group commit; return its value once it is
         durable. Raises QueueError if it is not. ``quick``: it touches a few rows
-        through indexes, and runs on the hub (see the module's doc)."""
+        through indexes, and runs on the hub (see the module's doc). A write that
+        times out still runs, later: a delivery's result is recorded even so."""
+        return self._wait(Write(fn, args, quick), withdraw=False)
+
+    def enqueue(self, msg: NewMessage) -> None:
+        """Return once ``msg`` is durably committed; raise QueueError if it is not.
+
+        One whose client stops waiting (commit_timeout) is withdrawn, unless its batch
+        is already committing, so that the client's 451 and the queue agree: its
+        retry is not a second copy.
+        """
+        # A large body is written on the database thread: SQLite copies it out to
+        # the WAL file as its page cache fills, and that disk time stays off the hub.
+        self._wait(Write(insert, (msg,), quick=msg.size <= STREAM_BODY_OVER, size=msg.size), withdraw=True)
+
+    def _wait(self, write: Write, withdraw: bool) -> Any:
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
-        self._pending.append((Write(fn, args, quick), result))
+        entry = (write, result)
+        self._pending.append(entry)
         self._wake.set()
         try:
             return result.get(timeout=self.timeout)
         except gevent.Timeout:
+            if withdraw:
+                self._withdraw(entry)
             raise QueueError(f"the queue did not commit within {self.timeout:g}s") from None
 
-    def enqueue(self, msg: NewMessage) -> None:
-        """Return once ``msg`` is durably committed; raise QueueError if it is not."""
-        # A large body is written on the database thread: SQLite copies it out to
-        # the WAL file as its page cache fills, and that disk time stays off the hub.
-        self.write(insert, msg, quick=msg.size <= STREAM_BODY_OVER)
+    def _withdraw(self, entry: tuple[Write, gevent.event.AsyncResult]) -> None:
+        """Take a write out of the queue, or mark it to be undone if its batch has it."""
+        waiting = [i for i, pending in enumerate(self._pending) if pending is entry]
+        if waiting:
+            del self._pending[waiting[0]]
+        else:
+            entry[0].abandoned = True
 
     def _run(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
-            batch, self._pending = self._pending, []
+            batch = self._next_batch()
             if batch:
                 self._commit(batch)
-            if self._stopping and not self._pending:
+            if self._pending:
+                self._wake.set()  # more than one batch was waiting
+            elif self._stopping:
                 return
+
+    def _next_batch(self) -> list[tuple[Write, gevent.event.AsyncResult]]:
+        """The writes waiting, in order, up to BATCH_BYTES of messages."""
+        taken = size = 0
+        for write, _ in self._pending:
+            size += write.size
+            if taken and size > BATCH_BYTES:
+                break
+            taken += 1
+        batch, self._pending = self._pending[:taken], self._pending[taken:]
+        return batch
 
     def _commit(self, batch: list[tuple[Write, gevent.event.AsyncResult]]) -> None:
         started = time.monotonic()
@@ -240,6 +281,8 @@ class Queue:
         conn.execute("SAVEPOINT write")
         try:
             value = write.fn(db, *write.args) if write.quick else threads.call(self._pool, write.fn, db, *write.args)
+            if write.abandoned:  # while it ran (a large body takes seconds)
+                raise QueueError("withdrawn: its writer stopped waiting")
         except Exception as exc:
             # SQLite itself may have rolled the whole transaction back (on
             # SQLITE_FULL, say): then nothing of the batch stands, and the

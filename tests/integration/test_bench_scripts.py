@@ -54,6 +54,17 @@ def test_load_profile_plays_the_named_volumes_and_measures_each():
     assert figures["sustained_per_day"] == 100000
 
 
+def test_attack_bench_runs_each_scenario_and_checks_what_it_claims():
+    figures = run_bench("attack.py", "--only", "slots", "--seconds", "4")
+    assert figures["office_probes"] > 0 and figures["office_failed"] == 0
+    assert figures["strangers_greeted"] >= 100 and figures["strangers_refused"] > 0  # the 100 strangers' slots
+    figures = run_bench("attack.py", "--only", "drip", "--drip-timeout", "1")
+    assert 1 <= figures["command_cut_seconds"] < 2 and 1 <= figures["data_cut_seconds"] < 2
+    figures = run_bench("attack.py", "--only", "memory", "--parallel", "3", "--crowd", "2", "--size-mb", "1")
+    assert figures["messages"] == figures["accepted"] == figures["byte_exact"] == 2
+    assert figures["rss_peak_mib"] >= figures["rss_idle_mib"] > 10
+
+
 def test_queue_scale_bench_claims_at_each_size():
     figures = run_bench("queue_scale.py", "--runs", "1", "--messages", "10000")
     assert set(figures) == {"claim_ms_1000", "claim_ms_10000", "commit_ms_1000", "commit_ms_10000", "ratio"}

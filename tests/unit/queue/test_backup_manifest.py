@@ -9,11 +9,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import queue_helpers
 
 from empath.queue import backup, database, models
 from empath.queue.backup import BackupError, Manifest, Member
-from empath.queue.insert import NewMessage, NewRecipient, insert
-from empath.queue.spool import Spool
+from empath.queue.insert import insert
 
 
 def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
@@ -23,21 +23,8 @@ def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
     db = database.connect(data_dir / "queue.sqlite3")
     database.ensure_schema(db)
     for n in range(messages):
-        insert(
-            db,
-            NewMessage(
-                queue_id=f"ID{n:014d}",
-                sender="a@sender.test",
-                body=Spool.holding(f"Subject: {n}\r\n\r\nbody {n}\r\n".encode()),
-                recipients=[NewRecipient("x@local.test", "local.test"), NewRecipient("y@b.test", "b.test")],
-                received_at=1.0,
-                expires_at=2.0,
-                client_address="127.0.0.1",
-                client_helo="client.test",
-                listener="smtp",
-                trace_id="t",
-            ),
-        )
+        body = f"Subject: {n}\r\n\r\nbody {n}\r\n".encode()
+        insert(db, queue_helpers.new_message(f"ID{n:014d}", body, "a@sender.test", ("x@local.test", "y@b.test")))
     db.close()
     config = tmp_path / "empath.toml"
     config.write_text('[server]\nhostname = "mx.test"\n')

@@ -6,16 +6,16 @@ matching rows in a temporary B-tree.
 """
 
 import re
-import time
 
 import pytest
+import queue_helpers
+from queue_helpers import NOW
 
 from empath.addresses import EmailAddress
 from empath.delivery import results
 from empath.delivery.results import NoticeSettings
 from empath.queue import claims, database, stats
-from empath.queue.insert import NewMessage, NewRecipient, insert
-from empath.queue.spool import Spool
+from empath.queue.insert import insert
 from empath.queue.states import State
 
 
@@ -23,24 +23,10 @@ from empath.queue.states import State
 def db(tmp_path):
     queue_db = database.connect(tmp_path / "queue.sqlite3")
     database.ensure_schema(queue_db)
-    now = time.time()
     with queue_db.atomic():
         for i in range(50):
-            insert(
-                queue_db,
-                NewMessage(
-                    queue_id=f"Q{i:015d}",
-                    sender="a@b.test",
-                    body=Spool.holding(b"Subject: x\r\n\r\nx\r\n"),
-                    recipients=[NewRecipient(f"r{i}@d{i % 5}.test", f"d{i % 5}.test")],
-                    received_at=now - i,
-                    expires_at=now + 86400,
-                    client_address="127.0.0.1",
-                    client_helo="h",
-                    listener="smtp",
-                    trace_id="t",
-                ),
-            )
+            body = b"Subject: x\r\n\r\nx\r\n"
+            insert(queue_db, queue_helpers.new_message(f"Q{i:015d}", body, rcpts=(f"r{i}@d{i % 5}.test",), age=i))
     yield queue_db
     queue_db.close()
 
@@ -79,22 +65,22 @@ def test_a_table_scan_is_seen_under_any_alias():
 
 
 def test_claim_searches_the_state_and_due_time_index(db):
-    statements = traced(db, claims.claim, time.time(), "owner", 60.0, 10)
+    statements = traced(db, claims.claim, NOW, "owner", 60.0, 10)
     assert_indexed(db, statements)
     assert any("recipient_state_next_attempt_at" in plan for plan in plans(db, statements).values())
 
 
 def test_next_due_and_flush_search_the_index(db):
     assert_indexed(db, traced(db, claims.next_due))
-    assert_indexed(db, traced(db, claims.flush, time.time()))
-    assert_indexed(db, traced(db, claims.flush, time.time(), "d1.test"))
+    assert_indexed(db, traced(db, claims.flush, NOW))
+    assert_indexed(db, traced(db, claims.flush, NOW, "d1.test"))
 
 
 def test_recording_an_outcome_touches_one_message_by_index(db):
-    [claimed] = claims.claim(db, time.time(), "owner", 60.0, 1)
+    [claimed] = claims.claim(db, NOW, "owner", 60.0, 1)
     result = claims.Result(claimed.recipient_id, State.DELIVERED, "250 ok", "2.0.0", "mx.test")
     settings = NoticeSettings("mx.test", EmailAddress("postmaster@d.test"), 0, 86400)
-    statements = traced(db, results.record, claimed.queue_id, [result], time.time(), settings)
+    statements = traced(db, results.record, claimed.queue_id, [result], NOW, settings)
     assert_indexed(db, statements)
 
 

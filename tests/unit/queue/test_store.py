@@ -11,7 +11,9 @@ import gevent
 import pytest
 import queue_helpers
 
-from empath.queue import claims
+from empath.queue import claims, store
+from empath.queue.database import QueueError
+from empath.queue.insert import NewMessage
 from empath.queue.store import Queue, Write
 
 
@@ -94,3 +96,43 @@ def test_stopping_the_group_commit_mid_batch_commits_it_and_leaves_the_queue_clo
     assert queue.db.transaction_depth() == 0
     assert queue.read(claims.load, queue_id) is not None
     queue.close()  # a batch killed after its BEGIN made this fail: "transaction is open"
+
+
+def new_message(n: int, size: int) -> NewMessage:
+    return queue_helpers.new_message(f"Q00000000000000{n}", b"x" * size)
+
+
+def test_large_messages_waiting_together_are_committed_in_batches_of_bounded_size(queue, monkeypatch):
+    monkeypatch.setattr(store, "BATCH_BYTES", 100)
+    batches = []
+    write_batch = queue.write_batch
+
+    def spy(batch):
+        batches.append([w.size for w in batch])
+        return write_batch(batch)
+
+    monkeypatch.setattr(queue, "write_batch", spy)
+    writers = [gevent.spawn(queue.enqueue, new_message(n, size)) for n, size in enumerate((60, 30, 60))]
+    gevent.sleep(0)  # all three wait before the group commit starts
+    queue.start()
+    gevent.joinall(writers, raise_error=True)
+    queue.stop()
+    assert batches == [[60, 30], [60]]  # all three would make 150 bytes
+    assert queue.call(lambda db: db.connection().execute("SELECT count(*) FROM message").fetchone()[0]) == 3
+
+
+def test_a_message_whose_client_gave_up_is_never_committed_though_its_batch_is(queue):
+    queue.timeout = 0.2
+    queue.start()
+    with queue._lock:  # the disk stalls: the first batch cannot begin
+        first = gevent.spawn(queue.enqueue, new_message(1, 10))
+        other = gevent.spawn(queue.write, queue_helpers.add, quick=True)  # a write that is never withdrawn
+        gevent.sleep(0.05)  # the first batch is taken; the second message waits behind it
+        second = gevent.spawn(queue.enqueue, new_message(2, 10))
+        gevent.joinall([first, other, second])
+    queue.stop()
+    assert all(isinstance(g.exception, QueueError) for g in (first, other, second))
+    # The first message was in a batch under way: it is undone there, and the rest of
+    # the batch commits; the second never left the line. Each client's 451 is the truth.
+    committed = queue.call(lambda db: [r[0] for r in db.connection().execute("SELECT queue_id FROM message")])
+    assert len(committed) == 1 and committed[0] not in ("Q000000000000001", "Q000000000000002")
