@@ -128,6 +128,26 @@ def test_users_verify(tmp_path):
     assert not checker.verify("mallory", "secret")
 
 
+def test_an_unknown_name_costs_the_same_scrypt_as_a_wrong_password(tmp_path, monkeypatch):
+    # Timing must not tell a guesser which names exist: the same work either way.
+    path = tmp_path / "users"
+    users.write(path, {"alice": hash_password("secret")})  # the default cost, as empathctl writes it
+    checker = Users(path)
+    users._dummy_hash()  # made once per process, before any check is timed
+    calls = []
+    real = users.hashlib.scrypt
+
+    def spy(password, **kwargs):
+        calls.append({k: kwargs[k] for k in ("n", "r", "p", "dklen")})
+        return real(password, **kwargs)
+
+    monkeypatch.setattr(users.hashlib, "scrypt", spy)
+    assert not checker.verify("alice", "wrong")
+    known, calls[:] = list(calls), []
+    assert not checker.verify("mallory", "wrong")
+    assert calls == known and len(known) == 1
+
+
 def test_users_rereads_the_file_when_it_changes(tmp_path):
     path = tmp_path / "users"
     users.write(path, {"alice": cheap("old")})
