@@ -18,6 +18,7 @@ import email.utils
 import getpass
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -135,11 +136,33 @@ def read_message(stream, dot_ends: bool) -> bytes:
     return b"".join(line + b"\r\n" for line in lines)
 
 
+# A header field's start: its name (printable ASCII but the colon, RFC 5322 §2.2), then the colon.
+FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+
+
 def split_header(message: bytes) -> tuple[bytes, bytes]:
-    end = message.find(b"\r\n\r\n")
-    if end == -1:
-        return message, b""
-    return message[: end + 2], message[end + 2 :]
+    """The input's header fields (each with its CRLF) and its body.
+
+    The header section ends at the first blank line, which belongs to neither,
+    or, as Postfix's cleanup reads it, at the first line that is not a field:
+    that line begins the body. ``echo text | sendmail`` is all body.
+    """
+    at = 0
+    while at < len(message):
+        end = message.find(b"\r\n", at)
+        end = len(message) if end == -1 else end
+        line = message[at:end]
+        if not line:
+            return message[:at], message[end + 2 :]
+        if not (FIELD.match(line) or (at and line[:1] in (b" ", b"\t"))):
+            break
+        at = end + 2
+    return message[:at], message[at:]
+
+
+def crlf_lines(text: bytes) -> bytes:
+    """``text`` with every line ended by CRLF, whatever ended it (local programs send anything)."""
+    return b"".join(line + b"\r\n" for line in wire.lines(text))
 
 
 def header_recipients(header: bytes) -> list[str]:
@@ -185,8 +208,8 @@ def build(
         raise UsageError("no recipients given (name them, or use -t)")
     sender = qualify(opts.sender, config.hostname) if opts.sender else qualify(user, config.hostname)
     boxes = list(dict.fromkeys(qualify(r, config.hostname) for r in recipients))
-    # Local programs send anything: make it what SMTP would have carried.
-    data = b"".join(line + b"\r\n" for line in wire.lines(header + body))
+    # What SMTP would have carried: the blank line after the header is always there.
+    data = crlf_lines(header) + b"\r\n" + crlf_lines(body)
     envelope = submit.Envelope(
         sender=sender.address,
         recipients=[NewRecipient(b.address, b.domain) for b in boxes],

@@ -55,6 +55,18 @@ def test_cron_mail_with_the_daemon_stopped_is_queued_then_delivered(make_daemon)
         assert run("empath.cmd.mailq", daemon).stdout == b"Mail queue is empty\n"
 
 
+def test_text_piped_to_sendmail_without_a_header_is_the_body(make_daemon):
+    # `df -h | sendmail root` from cron: no header at all, and no blank line.
+    daemon = make_daemon()
+    daemon.write_config()
+    result = run("empath.cmd.sendmail", daemon, "root", stdin=b"disk /var is 91% full\nplease look\n")
+    assert result.returncode == 0, result.stderr
+    [(stored,)] = daemon.query("SELECT data FROM body")
+    header, _, body = bytes(stored).partition(b"\r\n\r\n")
+    assert body == b"disk /var is 91% full\r\nplease look\r\n"
+    assert b"\r\nFrom: " in header and b"\r\nMessage-ID: " in header
+
+
 def test_sendmail_nudges_a_running_daemon_and_q_retries_now(make_daemon):
     with Peer("127.0.0.11") as peer:
         daemon = routed_to(make_daemon, peer).start()

@@ -7,9 +7,13 @@ runs in seconds; a failure prints the smallest input that breaks it, which
 belongs in the example-based tests as a regression.
 """
 
+import io
 import itertools
 import string
 from dataclasses import replace
+from email.parser import BytesParser
+from email.policy import compat32
+from pathlib import Path
 
 from data_helpers import reader_for
 from hypothesis import assume, given, settings
@@ -17,7 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from empath import addresses
+from empath.cmd.sendmail import FIELD, Options, build, read_message
 from empath.config.model import Limits
+from empath.config.sections import validate
 from empath.delivery.retry import Schedule
 from empath.smtp import replies, wire
 from empath.smtp.commands import (
@@ -32,6 +38,11 @@ from empath.smtp.data import DataReader
 from empath.smtp.machine import Action, Machine, Policy, State
 
 SETTINGS = settings(max_examples=200, deadline=None)
+SENDMAIL_CONFIG = validate(
+    {"server": {"hostname": "host.test", "data_dir": "/tmp/x"}, "listeners": [{"address": "127.0.0.1:2525"}]},
+    "",
+    Path("/tmp/empath.toml"),
+)
 
 # -- generators -----------------------------------------------------------------
 
@@ -383,6 +394,54 @@ def test_runs_of_lines_get_the_verdicts_of_single_lines(header, body, cuts, max_
     assert runs.spool.read() == one.spool.read()
     if taken is not None:
         assert left == b"".join(line + b"\n" for line in b"".join(lines).split(b"\n")[:-1][taken:])
+
+
+# -- what a local program hands sendmail arrives intact ---------------------------
+
+# Text a program may write: printable ASCII, colons and spaces included, and UTF-8.
+TEXT_LINE = st.text(st.characters(min_codepoint=32, max_codepoint=0x24F, exclude_characters="\x7f"), max_size=80)
+FIELD_NAME = st.text(string.ascii_letters + string.digits + "-", min_size=1, max_size=20)
+PRINTABLE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+
+
+def sent_through_sendmail(text: bytes) -> bytes:
+    """What the queue keeps of ``text`` written to `sendmail -i root`."""
+    message = read_message(io.BytesIO(text), dot_ends=False)
+    msg, _ = build(Options(dot_ends=False, recipients=["root"]), message, SENDMAIL_CONFIG, "cron", 1.8e9, "Q1")
+    return msg.head + msg.body.read()
+
+
+def crlf(lines: list[bytes]) -> bytes:
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+@SETTINGS
+@given(st.lists(TEXT_LINE.map(str.encode), max_size=12), st.booleans())
+def test_text_without_a_header_arrives_as_the_body(lines, lf):
+    # `echo text | sendmail root`, as cron and monitoring scripts send it.
+    # Text, not a header: its first line is no field (and not blank: a blank line ends a header).
+    assume(not lines or not (FIELD.match(lines[0]) or lines[0] == b""))
+    stored = sent_through_sendmail(b"".join(line + (b"\n" if lf else b"\r\n") for line in lines))
+    parsed = BytesParser(policy=compat32).parsebytes(stored)
+    assert parsed.get_payload(decode=True) == crlf(lines)
+    assert parsed["From"] and parsed["Date"] and parsed["Message-ID"]
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(FIELD_NAME, PRINTABLE), max_size=6),
+    st.booleans(),
+    st.lists(TEXT_LINE.map(str.encode), max_size=8),
+)
+def test_a_header_and_its_body_arrive_whole_with_or_without_the_blank_line(fields, blank, body):
+    # Without the blank line the header ends at the first line that is not a field.
+    # (A first body line that is blank would itself be the end of the header.)
+    assume(blank or not body or not (FIELD.match(body[0]) or body[0][:1] in (b"", b" ", b"\t")))
+    header = [f"{name}: {value}".encode() for name, value in fields]
+    stored = sent_through_sendmail(crlf(header + ([b""] if blank else []) + body))
+    section, _, rest = stored.partition(b"\r\n\r\n")
+    assert rest == crlf(body)
+    assert all(field in section.split(b"\r\n") for field in header)
 
 
 # -- the retry schedule -------------------------------------------------------------
