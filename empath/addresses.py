@@ -256,7 +256,9 @@ def _parse_quoted(text: str) -> tuple[str, str]:
 
 
 def parse_domain(text: str, utf8: bool = False) -> str:
-    """A domain name, returned in lower case with IDNA A-labels."""
+    """A domain name, returned in lower case with IDNA A-labels, without the
+    trailing dot of its fully qualified form (``office.test.`` is ``office.test``)."""
+    text = text.removesuffix(".")
     if not text:
         raise AddressError("empty domain")
     if not text.isascii():

@@ -52,6 +52,8 @@ class RcptArgs:
 
 def parse_command(line: bytes) -> Command:
     """Parse one command line (without its CRLF)."""
+    if not line.partition(b" ")[0].isascii():
+        raise CommandError(replies.UNKNOWN_COMMAND)  # no command word has 8-bit bytes in it
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:

@@ -313,6 +313,8 @@ class Machine:
         return Step((replies.RESET,))
 
     def _cmd_quit(self, arg: str) -> Step:
+        if arg:
+            return self._fail(replies.SYNTAX_ERROR.with_text("Syntax: QUIT"))  # RFC 5321 §4.1.1.10
         return Step((replies.CLOSING,), Action.CLOSE)
 
     def _cmd_vrfy(self, arg: str) -> Step:
@@ -348,6 +350,8 @@ class Machine:
         if self.transaction is not None:
             return self._fail(replies.BAD_SEQUENCE.with_text("Mail transaction in progress"))
         mechanism, _, initial = arg.partition(" ")
+        if not mechanism:
+            return self._fail(replies.SYNTAX_ERROR.with_text("Syntax: AUTH mechanism [initial-response]"))
         mechanism = mechanism.upper()
         self.auth_mechanism = mechanism  # for the audit log
         initial = initial.strip()

@@ -114,6 +114,7 @@ def test_parse_mailbox(text, local, domain, quoted, literal):
         ('<"a\\"b"@x.example>', '"a\\"b"@x.example'),
         ('<"plain"@x.example>', "plain@x.example"),  # needless quotes are dropped
         ("<u@[IPv6:2001:DB8::1]>", "u@[IPv6:2001:db8::1]"),
+        ("<user@Office.Test.>", "user@office.test"),  # the fully qualified form: the same domain
     ],
 )
 def test_address_round_trip(text, address):
@@ -174,7 +175,8 @@ def test_bad_source_route(text):
         "<user@example-.com>",
         "<user@exa_mple.com>",
         "<user@example..com>",
-        "<user@example.com.>",
+        "<user@example.com..>",
+        "<user@.>",
         "<user@.example.com>",
         "<user@[300.1.1.1]>",
         "<user@[1.2.3]>",

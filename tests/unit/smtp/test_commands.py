@@ -59,7 +59,8 @@ def test_parse_command(line, verb, arg):
         (b"NOOP\rRSET", replies.SYNTAX_ERROR),
         (b"NOOP \x7f", replies.SYNTAX_ERROR),
         (b"NOOP \xff\xfe", replies.SYNTAX_ERROR),  # not UTF-8
-        (b"\xc3(", replies.SYNTAX_ERROR),
+        (b"\xc3(", replies.UNKNOWN_COMMAND),  # 8-bit bytes in the command word: no such command
+        (b"\xff\xfeHLO x", replies.UNKNOWN_COMMAND),
     ],
 )
 def test_parse_command_rejects(line, expected):

@@ -103,6 +103,7 @@ def test_greeting_names_the_host():
         ("RSET", replies.RESET, Action.NONE),
         ("RSET now", replies.SYNTAX_ERROR, Action.NONE),
         ("QUIT", replies.CLOSING, Action.CLOSE),
+        ("QUIT now", replies.SYNTAX_ERROR, Action.NONE),  # RFC 5321 §4.1.1.10: no argument
         ("EXPN staff", replies.NOT_IMPLEMENTED, Action.NONE),
         ("ETRN example.test", replies.NOT_IMPLEMENTED, Action.NONE),
         ("BDAT 10 LAST", replies.NOT_IMPLEMENTED, Action.NONE),
@@ -488,6 +489,11 @@ def test_auth_unknown_mechanism():
     assert_reply(say(auth_machine(), "AUTH CRAM-MD5"), replies.AUTH_MECHANISM_UNKNOWN)
 
 
+def test_auth_without_a_mechanism_is_a_syntax_error():
+    # RFC 4954 §4: the mechanism is required; 504 is for one we do not know.
+    assert_reply(say(auth_machine(), "AUTH"), replies.SYNTAX_ERROR)
+
+
 def test_auth_before_tls():
     m = ready(make(tls_available=True, auth_available=True))
     step = say(m, f"AUTH PLAIN {plain('alice', 'pw')}")
@@ -615,6 +621,7 @@ def relay_machine(who: str) -> Machine:
         ("<u@example.test>", True, True, True),
         ("<u@EXAMPLE.test>", True, True, True),
         ("<u@other.test>", True, True, True),
+        ("<u@example.test.>", True, True, True),  # the fully qualified form of a local domain
         ("<u@remote.example>", False, True, True),
         ("<u@sub.example.test>", False, True, True),  # a subdomain is not local
         ("<u@example.test.evil.example>", False, True, True),
