@@ -246,7 +246,10 @@ class SmtpServer:
             stream.close()
 
     def drain(self, grace: float) -> None:
-        """Let sessions finish for ``grace`` seconds, then end the rest with 421."""
+        """End idle sessions with 421 now; let those in a transaction finish it for
+        ``grace`` seconds, then end the rest with 421."""
+        for session in list(self.active):
+            session.end_when_idle()
         self.sessions.join(timeout=grace)
         if len(self.sessions):
             log.warning("ending %d session(s) still open after %gs", len(self.sessions), grace)

@@ -117,6 +117,10 @@ class Session:
         self._stage: str | None = "CONNECT"
         self._line = b""
         self._data_sender: ReversePath | None = None  # the sender of the message being read
+        # The server is stopping: end as soon as no transaction is open (see end_when_idle).
+        self.ending = False
+        self._idle = False  # waiting for a command with no transaction open
+        self._greenlet: gevent.Greenlet | None = None
         self.plugins = self.host.plugins.for_listener(listening.listener.name)
         self.machine = Machine(
             policy,
@@ -130,6 +134,7 @@ class Session:
         """Serve the session to its end; how it ended (for the logs and the metrics)."""
         event(log, "connect", client=self.client, listener=self.listening.listener.name, trace_id=self.trace_id)
         outcome = "closed"
+        self._greenlet = gevent.getcurrent()
         try:
             self._serve()
         except ConnectionClosed:
@@ -154,13 +159,24 @@ class Session:
             event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
         return outcome
 
+    def end_when_idle(self) -> None:
+        """The server is stopping: a session waiting for a command with no transaction
+        open gets 421 now; one in a transaction, once its transaction is over."""
+        self.ending = True
+        if self._idle and self._greenlet is not None:
+            self._greenlet.kill(Shutdown, block=False)
+
     def _serve(self) -> None:
         if not self._opening():
             return
         self.conn.send(self.machine.greeting().render(enhanced=False))
         limit = self.config.limits.line_length
         while True:
+            self._idle = self.machine.transaction is None
+            if self._idle and self.ending:
+                raise Shutdown()
             line, overflow = self.conn.read_line(limit, self.timeouts.command)
+            self._idle = False
             self._stage = "AUTH" if self.machine.in_auth_exchange else None
             self._line = line
             if overflow:

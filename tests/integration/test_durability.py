@@ -384,6 +384,22 @@ def test_sigterm_ends_an_idle_session_with_421_and_exits_0(make_daemon):
     assert daemon.messages() == [(queue_id, "alice@sender.test")]
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_does_not_wait_for_a_session_with_no_transaction_open(make_daemon, processes):
+    # One client idle after EHLO must not hold a restart for the whole grace (in a helper too).
+    daemon = make_daemon(server={"smtp_processes": processes}, timeouts={"shutdown_grace": "60s"}).start()
+    idle = RawClient(daemon.ports.smtp)
+    try:
+        greet(idle)
+        sigterm(daemon)
+        assert idle.reply() == raw_reply(replies.SHUTTING_DOWN)
+        assert idle.closed()
+    finally:
+        idle.close()
+    assert daemon.proc.wait(20) == 0  # far sooner than the grace
+    assert "still open after" not in daemon.log_since_start()
+
+
 def test_sigterm_lets_a_session_finish_its_message_within_the_grace(make_daemon):
     daemon = make_daemon(timeouts={"shutdown_grace": "10s"}).start()
     client = RawClient(daemon.ports.smtp)
@@ -399,7 +415,9 @@ def test_sigterm_lets_a_session_finish_its_message_within_the_grace(make_daemon)
         code, text = client.reply()
         assert code == 250
         queue_id = queued_id(text)
-        assert client.cmd("QUIT") == raw_reply(replies.CLOSING)
+        # Its transaction over, the session is ended like an idle one.
+        assert client.reply() == raw_reply(replies.SHUTTING_DOWN)
+        assert client.closed()
     finally:
         client.close()
     # Exits as soon as the last session is gone, well before the 10 s grace.
