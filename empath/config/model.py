@@ -69,6 +69,9 @@ class Listener:
     port: int
     mode: str  # one of MODES
     plugins: tuple[str, ...] | None = None  # names of the [[plugins]] its sessions run, in order; None: all
+    # A bare LF ends a line for trusted, authenticated and local clients unless this is set;
+    # strangers always get 5xx and a hang-up (smtp/data.py).
+    strict_line_ends: bool = False
 
     @property
     def name(self) -> str:

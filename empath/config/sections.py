@@ -125,18 +125,20 @@ def _listeners(r: Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
     """The valid listeners, each with its index among the [[listeners]] tables."""
     result = []
     seen = set()
-    for i, (where, entry) in enumerate(tables(r, doc, "listeners", ("address", "mode", "plugins"), required=1)):
+    keys = ("address", "mode", "plugins", "strict_line_ends")
+    for i, (where, entry) in enumerate(tables(r, doc, "listeners", keys, required=1)):
         if "address" not in entry:
             continue
         host_port = r.get(entry, "address", None, values.host_port, f"{where}.address")
         mode = r.get(entry, "mode", "smtp", values.choice(MODES), f"{where}.mode")
         plugins = r.get(entry, "plugins", None, lambda v: tuple(values.string_list(v)), f"{where}.plugins")
+        strict = r.get(entry, "strict_line_ends", False, values.boolean, f"{where}.strict_line_ends")
         if host_port is None:
             continue
         if host_port in seen:
             r.problem(f"{where}.address", "the same address is listed twice")
         seen.add(host_port)
-        result.append((i, Listener(host_port[0], host_port[1], mode, plugins)))
+        result.append((i, Listener(host_port[0], host_port[1], mode, plugins, strict)))
     if plain(doc.get("listeners", [])) == []:
         r.problem("listeners", "at least one [[listeners]] entry is required")
     return tuple(result)

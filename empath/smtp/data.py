@@ -5,9 +5,13 @@ socket), or a run of whole lines at once (``feed_lines``: the same verdicts,
 with the common case checked on the run as a whole rather than line by line in
 Python, which for a large message cost more than anything else the session
 did: docs/capacity.md). Only
-``<CRLF>.<CRLF>`` ends the message. A bare CR or LF anywhere is refused and
-the session is closed: another server could read such a byte as a line end
-and see a second, smuggled message (CVE-2023-51764 class).
+``<CRLF>.<CRLF>`` ends the message. A bare CR anywhere is refused and the
+session is closed: another server could read such a byte as a line end and
+see a second, smuggled message (CVE-2023-51764 class). So is a bare LF,
+unless the reader is ``lenient`` (the office's own clients, whose old
+devices end lines so, as Postfix 3.9 takes them): then a bare LF ends a line,
+which is stored with CRLF, and a dot line next to a bare LF is the message's
+own, never its end.
 Other problems (size, a header section or a line too long, NUL, hop count)
 are noted and the reader keeps going to the end, so the session stays in
 step with the client. The message goes into a Spool (pure but for its file,
@@ -23,8 +27,10 @@ CRLF = b"\r\n"
 
 
 class DataReader:
-    def __init__(self, spool: Spool, limits: Limits):
+    def __init__(self, spool: Spool, limits: Limits, lenient: bool = False):
         self.spool = spool
+        self.lenient = lenient
+        self._after_crlf = True  # the last line ended with a real CRLF (the DATA line did)
         self.max_size = limits.max_message_size
         self.max_line = limits.text_line_length
         self.max_received = limits.max_received_headers
@@ -42,6 +48,10 @@ class DataReader:
         ``overflow`` says the line was longer than the reader's buffer and only
         its start (and its real ending) is given.
         """
+        bare = self.lenient and line.endswith(b"\n") and not line.endswith(CRLF)
+        after_crlf, self._after_crlf = self._after_crlf, not bare
+        if bare:
+            line = line[:-1] + CRLF
         head = line[:-2]
         if overflow and head.endswith(b"\r"):
             head = head[:-1]  # the cut fell between the CR and LF of the line's own CRLF
@@ -49,8 +59,10 @@ class DataReader:
             self.error, self.fatal, self.done = replies.BARE_NEWLINE, True, True
             return True
         if line == b".\r\n":
-            self.done = True
-            return True
+            if after_crlf and not bare:
+                self.done = True
+                return True
+            line = b"..\r\n"  # only CRLF.CRLF ends the data: this dot is the message's own
         if line.startswith(b"."):
             line = line[1:]
         self.size += len(line)
@@ -114,6 +126,7 @@ class DataReader:
             return False  # a bare CR or LF, or a NUL
         self.size += len(text)
         self.spool.write(text)
+        self._after_crlf = True
         return True
 
     def _count_hop(self, line: bytes) -> bool:

@@ -159,6 +159,12 @@ class Session:
             event(log, "disconnect", client=self.client, outcome=outcome, trace_id=self.trace_id)
         return outcome
 
+    def _lenient(self) -> bool:
+        """May a bare LF end this client's lines? The office's own (trusted networks,
+        authenticated users, local programs) unless the listener is strict."""
+        machine = self.machine
+        return not self.listening.listener.strict_line_ends and (machine.trusted or machine.auth_user is not None)
+
     def end_when_idle(self) -> None:
         """The server is stopping: a session waiting for a command with no transaction
         open gets 421 now; one in a transaction, once its transaction is over."""
@@ -179,6 +185,8 @@ class Session:
             self._idle = False
             self._stage = "AUTH" if self.machine.in_auth_exchange else None
             self._line = line
+            if line.endswith(b"\n") and not line.endswith(b"\r\n") and self._lenient():
+                line = line[:-1] + b"\r\n"  # an office device's line end (smtp/data.py)
             if overflow:
                 step = self.machine.line_too_long()
             elif not line.endswith(b"\r\n"):
@@ -393,7 +401,7 @@ class Session:
         self._data_sender = self.machine.transaction.sender if self.machine.transaction is not None else None
         limits = self.config.limits
         spool = self._new_spool()
-        reader = DataReader(spool, limits)
+        reader = DataReader(spool, limits, lenient=self._lenient())
         # Read a little more than a legal line, so an over-long one is seen as such.
         buffer_limit = limits.text_line_length + 2
         # Each line within the data timeout, and the whole at data_min_rate on average:

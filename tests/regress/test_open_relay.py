@@ -58,6 +58,9 @@ CASES = [
     ("<@LOCAL.TEST:user@REMOTE.TEST>", DENIED, OK, False),
     ("<@local.test,@example.test:user@remote.test>", DENIED, OK, False),
     ("<@remote.test:user@local.test>", DENIED, OK, False),
+    # the fully qualified form, with its trailing dot, is the same domain
+    ("<user@local.test.>", OK, OK, False),
+    ("<user@remote.test.>", DENIED, OK, False),
     # address literals
     ("<user@[127.0.0.1]>", DENIED, OK, False),
     ("<user@[IPv6:::1]>", DENIED, OK, False),
@@ -67,7 +70,6 @@ CASES = [
     ("<user@loc\u0430l.test>", DENIED, OK, True),
     # syntax errors, for everyone
     ("<user@remote.test@local.test>", BAD, BAD, False),
-    ("<user@local.test.>", BAD, BAD, False),
     ("<user@local.test@>", BAD, BAD, False),
     ("<user@[local.test]>", BAD, BAD, False),
     ("<user@remote.test>@local.test", BAD, BAD, False),

@@ -113,6 +113,33 @@ def test_bare_newlines_are_fatal(raw):
     assert key(reader.error) == key(replies.BARE_NEWLINE)
 
 
+# The smuggling sequences above, from the office's own clients (lenient): a bare LF
+# ends a line, the message goes on, and nothing after a dot next to one is a command.
+@pytest.mark.parametrize(
+    "raw, body",
+    [
+        (b"a\r\n\n.\n\r\n.\r\n", b"a\r\n\r\n.\r\n\r\n"),  # <LF>.<LF>: a dot line, content
+        (b"a\n.\r\n\r\n.\r\n", b"a\r\n.\r\n\r\n"),  # <LF>.<CRLF>: the same
+        (b"a\r\n.\nb\r\n.\r\n", b"a\r\n.\r\nb\r\n"),  # <CRLF>.<LF>
+        (b"x\nMAIL FROM:<evil@example>\r\n.\r\n", b"x\r\nMAIL FROM:<evil@example>\r\n"),
+        (b"..\n.\r\n\r\n.\r\n", b".\r\n.\r\n\r\n"),  # a stuffed dot with a bare LF is unstuffed
+    ],
+)
+def test_a_lenient_reader_takes_a_bare_lf_as_a_line_end_never_as_the_end(raw, body):
+    reader = reader_for(lenient=True)
+    lines = lines_of(raw)
+    ends = [i for i, line in enumerate(lines) if reader.feed(line)]
+    assert ends == [len(lines) - 1] and reader.error is None
+    assert reader.spool.read() == body
+
+
+@pytest.mark.parametrize("raw", [b"a\rb\r\n", b"a\r.\r\n", b"\r\r\n", b"a\r\r\n"])
+def test_a_lenient_reader_still_refuses_a_bare_cr(raw):
+    reader = reader_for(lenient=True)
+    assert any(reader.feed(line) for line in lines_of(raw))
+    assert reader.fatal and key(reader.error) == key(replies.BARE_NEWLINE)
+
+
 def test_crlf_line_is_fine_but_lf_line_is_not():
     reader = reader_for(100, 100, 3)
     assert reader.feed(b"x\r\n") is False
