@@ -113,10 +113,14 @@ def header_names(body: bytes) -> set[str]:
     return names
 
 
-def submission_headers(body: bytes, queue_id: str, hostname: str, now: float) -> bytes:
-    """Date and Message-ID, for whichever the message lacks (RFC 6409 §8)."""
+def missing_headers(body: bytes, author: str | None, queue_id: str, hostname: str, now: float) -> bytes:
+    """From (when there is an ``author`` to name), Date and Message-ID, for whichever
+    the message lacks: RFC 5322 §3.6 requires From and Date, some providers refuse
+    mail without a Message-ID, and RFC 6409 §8 lets the first server add them."""
     present = header_names(body)
     added = b""
+    if author is not None and "from" not in present:
+        added += f"From: {author}\r\n".encode()
     if "date" not in present:
         added += f"Date: {email.utils.formatdate(now, localtime=False)}\r\n".encode()
     if "message-id" not in present:

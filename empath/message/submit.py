@@ -38,12 +38,16 @@ class SmtpClient:
     tls: str | None  # "using TLSv1.3 with cipher ...", None in clear
     auth_user: str | None
     trusted: bool  # in relay.trusted_networks
-    submission: bool  # a submission listener: fill in Date and Message-ID (RFC 6409 §8)
+
+    @property
+    def ours(self) -> bool:
+        """The office's own client: a trusted network or an authenticated user."""
+        return self.trusted or self.auth_user is not None
 
     @property
     def signs(self) -> bool:
         """Only our own users' mail is signed, never a stranger's that claims to be from our domain."""
-        return self.trusted or self.auth_user is not None
+        return self.ours
 
     @property
     def client_helo(self) -> str:
@@ -65,7 +69,11 @@ class SmtpClient:
         )
 
     def missing_headers(self, data: bytes, sender: ReversePath, queue_id: str, hostname: str, now: float) -> bytes:
-        return stamp.submission_headers(data, queue_id, hostname, now) if self.submission else b""
+        """The office's devices get what they left out (Postfix's local_header_rewrite_clients);
+        a stranger's mail stays as it came."""
+        if not self.ours:
+            return b""
+        return stamp.missing_headers(data, str(sender) if sender else None, queue_id, hostname, now)
 
     def describe(self) -> str:
         return f"from {self.helo} [{self.address}] via {self.listener}"
@@ -90,11 +98,9 @@ class LocalUser:
         return stamp.received_local(user=self.user, hostname=hostname, queue_id=queue_id, trace_id=trace_id, now=now)
 
     def missing_headers(self, data: bytes, sender: ReversePath, queue_id: str, hostname: str, now: float) -> bytes:
-        added = b""
-        if "from" not in stamp.header_names(data):
-            author = sender or f"{self.user}@{hostname}"  # a null sender (-bs) is nobody's address
-            added += f"From: {email.utils.formataddr((self.full_name or '', author))}\r\n".encode()
-        return added + stamp.submission_headers(data, queue_id, hostname, now)
+        address = sender or f"{self.user}@{hostname}"  # a null sender (-bs) is nobody's address
+        author = email.utils.formataddr((self.full_name or "", address))
+        return stamp.missing_headers(data, author, queue_id, hostname, now)
 
     def describe(self) -> str:
         return f"from local user {self.user} via {self.via}"

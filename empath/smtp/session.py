@@ -466,7 +466,6 @@ class Session:
             tls=f"using {self.conn.tls_version} with cipher {self.conn.tls_cipher}" if machine.tls_active else None,
             auth_user=machine.auth_user,
             trusted=machine.trusted,
-            submission=self.listening.listener.mode != "smtp",
         )
 
     def _envelope(self, transaction: Transaction, data: Spool) -> submit.Envelope:

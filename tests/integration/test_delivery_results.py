@@ -38,9 +38,10 @@ DELIVERY = {
 # For delay warnings, which need the clock to move: retries every second, a warning after one.
 CLOCKED_RETRIES = {"retry_first": "1s", "retry_max": "1s", "delay_warning": "1s"}
 
+# Complete (From, Date, Message-ID): mail from the trusted network gets what it lacks.
 BODY = (
     b"From: alice@sender.test\r\nTo: bob@remote.test\r\nSubject: results\r\n"
-    b"Message-ID: <m1@sender.test>\r\n\r\nhello\r\n"
+    b"Date: Mon, 07 Dec 2026 12:00:00 +0000\r\nMessage-ID: <m1@sender.test>\r\n\r\nhello\r\n"
 )
 
 
@@ -581,6 +582,8 @@ TRICKY = (
     b"To: bob@remote.test\r\n"
     b"Subject: bytes\r\n"
     b"X-Long: " + b"x" * 988 + b"\r\n"
+    b"Date: Mon, 07 Dec 2026 12:00:00 +0000\r\n"
+    b"Message-ID: <tricky@sender.test>\r\n"
     b"\r\n"
     b".leading dot\r\n"
     b".\r\n"

@@ -230,7 +230,7 @@ def compose_with(tmp_path, origin):
 
 
 def smtp_client(trusted: bool, auth_user: str | None) -> submit.SmtpClient:
-    return submit.SmtpClient("192.0.2.1", "client.test", "smtp@127.0.0.1:25", "ESMTP", None, auth_user, trusted, False)
+    return submit.SmtpClient("192.0.2.1", "client.test", "smtp@127.0.0.1:25", "ESMTP", None, auth_user, trusted)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ import email.utils
 
 import pytest
 
-from empath.message.stamp import header_names, protocol, received, submission_headers, trace_from
+from empath.addresses import ReversePath
+from empath.message import submit
+from empath.message.stamp import header_names, missing_headers, protocol, received, trace_from
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
@@ -103,8 +105,8 @@ def test_received_parses_as_one_header():
         (b"", True, True),
     ],
 )
-def test_submission_headers_only_add_what_is_missing(body, date, message_id):
-    added = submission_headers(body, "01HF0000000000AB", "mx.example.test", NOW).decode()
+def test_missing_headers_only_add_what_is_missing(body, date, message_id):
+    added = missing_headers(body, None, "01HF0000000000AB", "mx.example.test", NOW).decode()
     assert ("Date: " in added) == date
     assert ("Message-ID: " in added) == message_id
     if added:
@@ -112,11 +114,35 @@ def test_submission_headers_only_add_what_is_missing(body, date, message_id):
         assert added.count("\r\n") == date + message_id
 
 
-def test_submission_headers_values():
-    added = submission_headers(b"\r\n", "01HF0000000000AB", "mx.example.test", NOW)
+def test_missing_headers_values():
+    added = missing_headers(b"\r\n", "scanner@office.test", "01HF0000000000AB", "mx.example.test", NOW)
     message = email.message_from_bytes(added + b"\r\n")
+    assert message["From"] == "scanner@office.test"
     assert email.utils.parsedate_to_datetime(message["Date"]).timestamp() == NOW
     assert message["Message-ID"] == f"<01HF0000000000AB.{int(NOW)}@mx.example.test>"
+
+
+def test_a_from_is_added_only_when_missing():
+    assert b"From:" not in missing_headers(b"from: a@b\r\n\r\n", "x@y", "Q", "mx.test", NOW)
+
+
+def client(trusted: bool = False, auth_user: str | None = None) -> submit.SmtpClient:
+    return submit.SmtpClient("192.0.2.1", "printer", "smtp@0.0.0.0:25", "ESMTP", None, auth_user, trusted)
+
+
+@pytest.mark.parametrize(
+    "origin, sender, added",
+    [
+        (client(trusted=True), "scanner@office.test", ["From", "Date", "Message-ID"]),
+        (client(auth_user="alice"), "alice@office.test", ["From", "Date", "Message-ID"]),
+        (client(trusted=True), "", ["Date", "Message-ID"]),  # a null sender names no author
+        (client(), "someone@far.example", []),  # a stranger's mail stays as it came
+    ],
+)
+def test_the_office_s_clients_get_what_they_left_out_strangers_nothing(origin, sender, added):
+    head = origin.missing_headers(b"Subject: scan\r\n", ReversePath(sender), "Q", "mx.test", NOW)
+    assert [line.split(b":")[0].decode() for line in head.splitlines()] == added
+    assert ("From" not in added) or f"From: {sender}\r\n".encode() in head
 
 
 def test_header_names():
