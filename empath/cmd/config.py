@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from empath.config import Config, ConfigError, load
 
-# Where the local commands (sendmail, mailq) look when not told: $EMPATH_CONFIG, then this.
+# Where every command looks when not told: $EMPATH_CONFIG, then this.
 DEFAULT_PATH = "/etc/empath/empath.toml"
 
 

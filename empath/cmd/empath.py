@@ -6,7 +6,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="empath", description="Empath mail transfer agent")
-    parser.add_argument("--config", "-c", required=True, help="path to the TOML config file")
+    # The default is cmd/config.py's DEFAULT_PATH, which cannot be imported before gevent patches.
+    parser.add_argument("--config", "-c", help="the config file (default: $EMPATH_CONFIG or /etc/empath/empath.toml)")
     parser.add_argument("--check", action="store_true", help="validate the config and exit (0 good, 1 bad)")
     args = parser.parse_args(argv)
 
@@ -17,10 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         monkey.patch_all()
 
     from empath import daemon
-    from empath.cmd.config import loaded
+    from empath.cmd.config import loaded, local_path
     from empath.config import risks
 
-    config = loaded("empath", args.config, daemon.check)
+    config = loaded("empath", local_path(args.config), daemon.check)
     if config is None:
         return 1
     if args.check:

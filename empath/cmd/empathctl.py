@@ -5,19 +5,19 @@ import argparse
 import sys
 
 from empath.cmd import backup, control, dkim, top, users
-from empath.cmd.config import loaded
+from empath.cmd.config import DEFAULT_PATH, loaded, local_path
 
 VERB_MODULES = (users, backup, dkim, control, top)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="empathctl", description="Operate an Empath mail server")
-    parser.add_argument("--config", "-c", required=True, help="path to the TOML config file")
+    parser.add_argument("--config", "-c", help=f"the config file (default: $EMPATH_CONFIG or {DEFAULT_PATH})")
     verbs = parser.add_subparsers(dest="verb", required=True)
     for module in VERB_MODULES:
         module.add_verbs(verbs)
     args = parser.parse_args(argv)
-    config = loaded("empathctl", args.config)
+    config = loaded("empathctl", local_path(args.config))
     if config is None:
         return 1
     [module] = [m for m in VERB_MODULES if args.verb in m.VERBS]

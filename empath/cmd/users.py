@@ -16,7 +16,11 @@ def add_verbs(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     user_verbs = user.add_subparsers(dest="user_verb", required=True)
     add = user_verbs.add_parser("add", help="add a user or change a password")
     add.add_argument("name")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (the default when stdin is not a terminal)",
+    )
     remove = user_verbs.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     user_verbs.add_parser("list", help="list user names")
@@ -29,8 +33,10 @@ def _users_path(config: Config) -> Path:
 
 
 def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
+    if from_stdin or not sys.stdin.isatty():  # a script or a pipe: its first line
         password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise SystemExit("empathctl: no password on stdin (write it as the first line, or run in a terminal)")
     else:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != password:
