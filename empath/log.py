@@ -13,6 +13,7 @@ config reloads. ``set_level(name)`` changes the level at run time.
 
 import json
 import logging
+import logging.handlers
 import re
 import sys
 import time
@@ -161,7 +162,9 @@ def _skip_unused_record_fields() -> None:
 
 def setup(level: str, fmt: str, file: Path | None) -> None:
     _skip_unused_record_fields()
-    handler: logging.Handler = logging.FileHandler(file) if file else logging.StreamHandler(sys.stderr)
+    # A file is watched: when logrotate (conf/logrotate/empath) moves it away, the next
+    # record goes to a new file at the path, with no signal to send.
+    handler: logging.Handler = logging.handlers.WatchedFileHandler(file) if file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

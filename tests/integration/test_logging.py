@@ -11,10 +11,11 @@ import os
 import re
 import signal
 import smtplib
+import subprocess
 
 import pytest
 from peer import Peer
-from support import RawClient, wait_for
+from support import ROOT, RawClient, wait_for
 
 SENT_FROM = ("127.0.0.2", 0)  # the trusted network of the test config: may relay
 BODY = b"From: alice@sender.test\r\nTo: bob@remote.test\r\nSubject: trace\r\n\r\nhello\r\n"
@@ -209,3 +210,24 @@ def test_auth_is_audited_and_no_secret_reaches_the_json_log(make_daemon, certs):
         assert b64(secret)[:6] not in text
         assert b64(f"\0alice\0{secret}")[8:] not in text
     assert b64("alice") not in text
+
+
+def test_logrotate_with_the_shipped_snippet_and_the_log_goes_on_at_its_path(make_daemon, tmp_path):
+    daemon = make_daemon().start()
+    snippet = (ROOT / "conf" / "logrotate" / "empath").read_text()
+    config = tmp_path / "logrotate.conf"
+    config.write_text(snippet.replace("/var/log/empath/empath.log", str(daemon.log_path)))
+    config.chmod(0o644)  # logrotate refuses a config others may write
+    rotated = subprocess.run(
+        ["logrotate", "--force", "--state", str(tmp_path / "state"), str(config)], capture_output=True, text=True
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    old = daemon.log_path.with_name(daemon.log_path.name + ".1")
+    assert old.exists() and " started " in old.read_text()  # delaycompress: the first rotation stays plain
+
+    with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10) as client:
+        client.ehlo("after-rotation.test")
+    wait_for(
+        lambda: daemon.log_path.exists() and "after-rotation.test" in daemon.log_path.read_text(), what="a new log"
+    )
+    assert "after-rotation.test" not in old.read_text()
