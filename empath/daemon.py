@@ -39,12 +39,13 @@ def check(config: Config) -> list[str]:
     """What stops ``config`` from running, found on this system: the files it names
     load, the plug-ins import, the DKIM keys sign, the control group and tokens exist.
     ``empath --check`` and every reload run it."""
-    return [
-        *reader.located(config.path, plugins_loader.problems(config)),
+    found = [
+        *plugins_loader.problems(config),
         *config_module.check_files(config),
         *control_settings.problems(config.control),
-        *reader.located(config.path, dkim.problems(config.dkim)),
+        *dkim.problems(config.dkim),
     ]
+    return reader.located(config.path, found)
 
 
 def _credentials(config: Config) -> tuple[str, str] | None:

@@ -47,3 +47,8 @@ def line_of(text: str, needle: str) -> int:
         if needle in line:
             return number
     raise AssertionError(f"{needle!r} not in the config")
+
+
+def said(problems: list[tuple[str, str]]) -> list[str]:
+    """Problems found after loading (key, what), as --check says them without their lines."""
+    return [f"{key}: {message}" for key, message in problems]

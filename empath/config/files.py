@@ -10,31 +10,32 @@ from pathlib import Path
 from empath.config.model import Config
 
 
-def check_files(config: Config) -> list[str]:
-    """Problems with the files the config names: they must exist and load."""
+def check_files(config: Config) -> list[tuple[str, str]]:
+    """Problems with the files the config names, each as (the key that names it, what is
+    wrong): they must exist and load."""
     problems = []
     if config.tls_certificate is not None and config.tls_key is not None:
         try:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(str(config.tls_certificate), str(config.tls_key))
         except (OSError, ssl.SSLError) as exc:
-            problems.append(f"tls.certificate: cannot load {config.tls_certificate} with its key: {exc}")
+            problems.append(("tls.certificate", f"cannot load {config.tls_certificate} with its key: {exc}"))
     if config.users_file is not None and not config.users_file.is_file():
         problems.append(
-            f"auth.users_file: {config.users_file} does not exist (create it with: empathctl user add NAME)"
+            ("auth.users_file", f"{config.users_file} does not exist (create it with: empathctl user add NAME)")
         )
     if config.log_file is not None and not config.log_file.parent.is_dir():
-        problems.append(f"server.log_file: directory {config.log_file.parent} does not exist")
+        problems.append(("server.log_file", f"directory {config.log_file.parent} does not exist"))
     if config.smarthost is not None and config.smarthost.password_file is not None:
         try:
             read_password(config.smarthost.password_file)
         except ValueError as exc:
-            problems.append(f"smarthost.password_file: {exc}")
+            problems.append(("smarthost.password_file", str(exc)))
     if config.delivery.tls_ca_file is not None:
         try:
             ssl.create_default_context(cafile=str(config.delivery.tls_ca_file))
         except (OSError, ssl.SSLError) as exc:
-            problems.append(f"delivery.tls_ca_file: cannot load {config.delivery.tls_ca_file}: {exc}")
+            problems.append(("delivery.tls_ca_file", f"cannot load {config.delivery.tls_ca_file}: {exc}"))
     return problems
 
 

@@ -5,8 +5,9 @@ rather than stopping at the first, each named by its key and line, so
 ``empath --check`` shows an operator all that is wrong in one go.
 """
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ class ConfigError(Exception):
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?")
 _KEY = re.compile(r'^\s*("[^"]*"|[A-Za-z0-9_.-]+)\s*=')
+
+
+def unknown(name: str, known: Iterable[str], what: str = "key") -> str:
+    """The problem with a name that is not ``known``, naming the nearest if it looks like a typo."""
+    near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f"unknown {what}; did you mean {near[0]}?" if near else f"unknown {what}"
 
 
 def key_lines(text: str) -> dict[str, int]:
@@ -60,7 +67,7 @@ class Reader:
             return {}
         for key in value:
             if key not in known:
-                self.problem(f"{name}.{key}", "unknown key")
+                self.problem(f"{name}.{key}", unknown(key, known))
         return value
 
     def get(self, table: dict, key: str, default: Any, convert: Callable[[Any], Any], where: str) -> Any:
@@ -91,7 +98,7 @@ def tables(r: Reader, doc: dict, name: str, keys: tuple[str, ...], required: int
         where = f"{name}[{i}]"
         for key in entry:
             if key not in keys:
-                r.problem(f"{where}.{key}", "unknown key")
+                r.problem(f"{where}.{key}", unknown(key, keys))
         for key in keys[:required]:
             if key not in entry:
                 r.problem(where, f"{key} is required")

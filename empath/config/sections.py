@@ -30,7 +30,7 @@ from empath.config.model import (
     Smarthost,
     Timeouts,
 )
-from empath.config.reader import ConfigError, Reader, plain, tables
+from empath.config.reader import ConfigError, Reader, plain, tables, unknown
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # More SMTP processes than cores only adds contention for the queue's write lock;
@@ -257,7 +257,7 @@ def _domains(r: Reader, doc: dict, delivery: Delivery) -> dict[Domain, DomainPol
             continue
         for key in table:
             if key not in _POLICY_KEYS | {"route"}:
-                r.problem(f"{where}.{key}", "unknown key")
+                r.problem(f"{where}.{key}", unknown(key, _POLICY_KEYS | {"route"}))
         try:
             domain = values.domain(name)
         except ValueError as exc:
@@ -371,7 +371,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
     base = config_path.parent
     for key in doc:
         if key not in SECTIONS:
-            r.problem(key, "unknown section")
+            r.problem(key, unknown(key, SECTIONS, "section"))
 
     def path(value: Any) -> Path:
         text = values.string(value)

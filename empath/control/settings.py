@@ -6,16 +6,17 @@ from empath.config.model import ControlSettings
 from empath.control import tokens
 
 
-def problems(settings: ControlSettings) -> list[str]:
+def problems(settings: ControlSettings) -> list[tuple[str, str]]:
+    """Problems with what [control] names on this system, as (key, what is wrong)."""
     problems = []
     if settings.group is not None:
         try:
             grp.getgrnam(settings.group)
         except KeyError:
-            problems.append(f"control.group: there is no group {settings.group!r} on this system")
+            problems.append(("control.group", f"there is no group {settings.group!r} on this system"))
     if settings.tokens_file is not None:
         try:
             tokens.read(settings.tokens_file)
         except tokens.TokensFileError as exc:
-            problems.append(f"control.tokens_file: {exc}")
+            problems.append(("control.tokens_file", str(exc)))
     return problems

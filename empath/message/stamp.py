@@ -4,6 +4,7 @@ listeners the Date and Message-ID a client left out.
 Pure code: the session passes in every fact, including the time.
 """
 
+import datetime
 import email.utils
 import re
 
@@ -33,6 +34,12 @@ def protocol(esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool) -> str
     return _WITH[(True, tls, authenticated)]
 
 
+def date_time(now: float) -> str:
+    """RFC 5322 §3.3 date-time in UTC with a numeric zone, ``+0000``: not the obsolete
+    ``GMT``, nor ``-0000``, which says the zone is unknown."""
+    return email.utils.format_datetime(datetime.datetime.fromtimestamp(now, datetime.UTC))
+
+
 def received(
     *,
     helo: str,
@@ -58,7 +65,7 @@ def received(
     ]
     if tls:
         lines.append(f"\t({tls})")
-    date = email.utils.formatdate(now, usegmt=True)
+    date = date_time(now)
     lines.append(f"\tfor <{recipient}>; {date}" if recipient else f"\t; {date}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
@@ -66,7 +73,7 @@ def received(
 def received_local(*, user: str, hostname: str, queue_id: str, trace_id: str, now: float) -> bytes:
     """The Received header for mail handed over by a local program (sendmail)."""
     safe_user = _UNSAFE_HELO.sub("?", user)
-    date = email.utils.formatdate(now, usegmt=True)
+    date = date_time(now)
     return (
         f"Received: by {hostname} (Empath, from user {safe_user})\r\n"
         f"\t{_trace_comment(trace_id, hostname)}\r\n\tid {queue_id}; {date}\r\n"
@@ -122,7 +129,7 @@ def missing_headers(body: bytes, author: str | None, queue_id: str, hostname: st
     if author is not None and "from" not in present:
         added += f"From: {author}\r\n".encode()
     if "date" not in present:
-        added += f"Date: {email.utils.formatdate(now, localtime=False)}\r\n".encode()
+        added += f"Date: {date_time(now)}\r\n".encode()
     if "message-id" not in present:
         added += f"Message-ID: <{queue_id}.{int(now)}@{hostname}>\r\n".encode()
     return added

@@ -110,7 +110,8 @@ def test_check_reports_files_the_config_names(make_daemon, tmp_path):
     path = daemon.write_config()
     result = empath("--config", str(path), "--check")
     assert result.returncode == 1
-    assert result.stderr.startswith(f"empath: auth.users_file: {daemon.users_path} does not exist")
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("users_file"))
+    assert result.stderr.startswith(f"empath: auth.users_file (line {line}): {daemon.users_path} does not exist")
 
 
 def test_listener_port_already_taken_exits_1_naming_the_address(make_daemon):

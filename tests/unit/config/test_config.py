@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from config_helpers import AUTH, GOOD, TLS, check, line_of, problems_of
+from config_helpers import AUTH, GOOD, TLS, check, line_of, problems_of, said
 
 from empath.addresses import Domain
 from empath.cmd import empath as cli
@@ -38,7 +38,7 @@ BAD_CONFIGS = {
         GOOD.replace('data_dir = "data"', 'data_dir = "data"\nhostnme = "x.example"'),
         "server.hostnme",
         "hostnme",
-        "unknown key",
+        "unknown key; did you mean hostname?",
     ),
     "no SMTP process": (
         GOOD.replace('data_dir = "data"', 'data_dir = "data"\nsmtp_processes = 0'),
@@ -62,9 +62,21 @@ BAD_CONFIGS = {
         GOOD + '[relay]\ntrusted_network = ["10.0.0.0/8"]\n',
         "relay.trusted_network",
         "trusted_network",
-        "unknown key",
+        "unknown key; did you mean trusted_networks?",
     ),
     "unknown limits key": (GOOD + "[limits]\nmax_rcpt = 5\n", "limits.max_rcpt", "max_rcpt", "unknown key"),
+    "a typo in a limits key": (
+        GOOD + "[limits]\nmax_recipents = 500\n",
+        "limits.max_recipents",
+        "max_recipents",
+        "unknown key; did you mean max_recipients?",
+    ),
+    "a typo in a section": (
+        GOOD + "[limit]\nmax_recipients = 500\n",
+        "limit",
+        "[limit]",
+        "unknown section; did you mean limits?",
+    ),
     "unknown timeouts key": (GOOD + '[timeouts]\nidle = "5m"\n', "timeouts.idle", "idle", "unknown key"),
     "unknown queue key": (GOOD + "[queue]\nretry = 1\n", "queue.retry", "retry", "unknown key"),
     "unknown tls key": (GOOD + '[tls]\nciphers = "ALL"\n', "tls.ciphers", "ciphers", "unknown key"),
@@ -568,7 +580,7 @@ def test_load_not_utf8(tmp_path):
 
 def test_check_files(tmp_path):
     config = check(GOOD + TLS + AUTH, tmp_path / "empath.toml")
-    found = check_files(config)
+    found = said(check_files(config))
     assert len(found) == 2
     assert found[0].startswith("tls.certificate: cannot load ")
     assert found[1].startswith("auth.users_file: ")
@@ -578,15 +590,15 @@ def test_check_files(tmp_path):
 def test_check_files_log_directory(tmp_path):
     text = GOOD.replace('data_dir = "data"', 'data_dir = "data"\nlog_file = "missing/empath.log"')
     config = check(text, tmp_path / "empath.toml")
-    assert check_files(config) == [f"server.log_file: directory {tmp_path / 'missing'} does not exist"]
+    assert said(check_files(config)) == [f"server.log_file: directory {tmp_path / 'missing'} does not exist"]
     (tmp_path / "missing").mkdir()
-    assert check_files(config) == []
+    assert said(check_files(config)) == []
 
 
 def test_check_files_users_present(tmp_path):
     (tmp_path / "users").write_text("")
     config = check(GOOD + AUTH, tmp_path / "empath.toml")
-    assert check_files(config) == []
+    assert said(check_files(config)) == []
 
 
 # -- values ---------------------------------------------------------------------
@@ -729,7 +741,7 @@ def test_cli_check_bad_config(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
-        "empath: relay.local_domain (line 11): unknown key",
+        "empath: relay.local_domain (line 11): unknown key; did you mean local_domains?",
         "empath: limits.max_recipients (line 8): must be at least 100",
         "empath: limits.max_errors (line 9): must be at least 1",
     ]
@@ -741,7 +753,9 @@ def test_cli_check_reports_missing_files(tmp_path, capsys):
     assert cli.main(["--config", str(path), "--check"]) == 1
     _, err = capsys.readouterr()
     (line,) = err.splitlines()
-    assert line.startswith(f"empath: auth.users_file: {tmp_path / 'users'} does not exist")
+    # Named by the key and the line that point at the file.
+    at = line_of(GOOD + AUTH, "users_file")
+    assert line.startswith(f"empath: auth.users_file (line {at}): {tmp_path / 'users'} does not exist")
 
 
 def test_cli_check_missing_config(tmp_path, capsys):
@@ -751,8 +765,8 @@ def test_cli_check_missing_config(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
-def test_cli_needs_a_config(capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["--check"])
-    assert info.value.code == 2
-    assert "--config" in capsys.readouterr().err
+def test_cli_without_config_reads_empath_config(tmp_path, monkeypatch, capsys):
+    # One lookup rule for every command: --config, else $EMPATH_CONFIG, else /etc/empath/empath.toml.
+    monkeypatch.setenv("EMPATH_CONFIG", str(tmp_path / "from-env.toml"))
+    assert cli.main(["--check"]) == 1
+    assert capsys.readouterr().err.startswith(f"empath: cannot read {tmp_path / 'from-env.toml'}")

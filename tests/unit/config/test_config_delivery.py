@@ -5,7 +5,7 @@ with its own problem line, naming the key and the line it is on.
 """
 
 import pytest
-from config_helpers import GOOD, check, line_of, problems_of
+from config_helpers import GOOD, check, line_of, problems_of, said
 
 from empath.config import check_files
 from empath.config.model import Delivery, DomainPolicy, NextHop, Smarthost
@@ -146,14 +146,14 @@ BAD = {
         '[smarthost]\nhosts = ["smart.example"]\npassword = "secret"\n',
         "smarthost.password",
         "password =",
-        "unknown key",
+        "unknown key; did you mean password_file?",
     ),
     # [domains."..."]
     "unknown domain key": (
         '[domains."a.example"]\nroutes = ["mx.a.example"]\n',
         "domains.a.example.routes",
         "routes",
-        "unknown key",
+        "unknown key; did you mean route?",
     ),
     "smarthost key in a domain": (
         '[domains."a.example"]\nusername = "u"\n',
@@ -378,26 +378,26 @@ def test_smarthost_login_needs_tls(tmp_path, default, explicit, tls):
 def test_check_files_password_file(tmp_path):
     config = check(GOOD + LOGIN, tmp_path / "empath.toml")
     pw = tmp_path / "relay.pw"
-    [problem] = check_files(config)
+    [problem] = said(check_files(config))
     assert problem.startswith(f"smarthost.password_file: cannot read {pw}: ")
     pw.write_text("")
-    assert check_files(config) == [f"smarthost.password_file: {pw} is empty"]
+    assert said(check_files(config)) == [f"smarthost.password_file: {pw} is empty"]
     pw.write_text("\nsecret\n")  # the first line is the password
-    assert check_files(config) == [f"smarthost.password_file: {pw} is empty"]
+    assert said(check_files(config)) == [f"smarthost.password_file: {pw} is empty"]
     pw.write_bytes(b"\xff\xfe\n")
-    [problem] = check_files(config)
+    [problem] = said(check_files(config))
     assert problem.startswith(f"smarthost.password_file: cannot read {pw}: ")
     pw.write_text("secret\n")
-    assert check_files(config) == []
+    assert said(check_files(config)) == []
 
 
 def test_check_files_tls_ca_file(tmp_path, certs):
     config = check(GOOD + '[delivery]\ntls_ca_file = "ca.pem"\n', tmp_path / "empath.toml")
     ca = tmp_path / "ca.pem"
-    [problem] = check_files(config)
+    [problem] = said(check_files(config))
     assert problem.startswith(f"delivery.tls_ca_file: cannot load {ca}: ")
     ca.write_text("not a certificate\n")
-    [problem] = check_files(config)
+    [problem] = said(check_files(config))
     assert problem.startswith(f"delivery.tls_ca_file: cannot load {ca}: ")
     ca.write_bytes(certs.ca_pem.read_bytes())
-    assert check_files(config) == []
+    assert said(check_files(config)) == []

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from config_helpers import said
 
 from empath.config.model import ControlSettings
 from empath.control import tokens
@@ -59,7 +60,7 @@ def test_the_tokens_file_must_not_be_open_to_others(tmp_path, mode, ok):
     path = tmp_path / "tokens"
     path.write_text(TOKENS_TEXT)
     path.chmod(mode)
-    problems = control_problems(ControlSettings(tokens_file=path))
+    problems = said(control_problems(ControlSettings(tokens_file=path)))
     if ok:
         assert problems == []
         assert len(tokens.read(path)) == 3
@@ -68,7 +69,7 @@ def test_the_tokens_file_must_not_be_open_to_others(tmp_path, mode, ok):
 
 
 def test_a_missing_tokens_file_or_group_is_a_config_problem(tmp_path):
-    problems = control_problems(ControlSettings(group="no-such-group-here", tokens_file=tmp_path / "absent"))
+    problems = said(control_problems(ControlSettings(group="no-such-group-here", tokens_file=tmp_path / "absent")))
     assert problems[0] == "control.group: there is no group 'no-such-group-here' on this system"
     assert problems[1].startswith("control.tokens_file: cannot read")
 

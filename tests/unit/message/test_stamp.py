@@ -55,7 +55,7 @@ def test_received_header():
     assert "\tby mx.example.test (Empath) with ESMTPS id 01HF0000000000AB" in lines
     assert "\t(Empath trace 0123456789abcdef0123456789abcdef on mx.example.test)" in lines
     assert "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)" in lines
-    assert lines[-1] == "\tfor <u@example.test>; Tue, 14 Nov 2023 22:13:20 GMT"
+    assert lines[-1] == "\tfor <u@example.test>; Tue, 14 Nov 2023 22:13:20 +0000"
     # No bare CR or LF, and no line longer than RFC 5322's 78 recommended.
     assert text.count("\r") == text.count("\n") == len(lines)
     assert all(len(line) <= 78 for line in lines)
@@ -69,7 +69,7 @@ def test_received_date_is_the_given_time():
 def test_received_without_recipient_has_no_for_clause():
     text = stamp(recipient=None).decode()
     assert "for <" not in text
-    assert text.endswith("\t; Tue, 14 Nov 2023 22:13:20 GMT\r\n")
+    assert text.endswith("\t; Tue, 14 Nov 2023 22:13:20 +0000\r\n")
 
 
 def test_received_without_tls_has_no_tls_comment():
@@ -119,6 +119,7 @@ def test_missing_headers_values():
     message = email.message_from_bytes(added + b"\r\n")
     assert message["From"] == "scanner@office.test"
     assert email.utils.parsedate_to_datetime(message["Date"]).timestamp() == NOW
+    assert message["Date"].endswith(" +0000")  # a numeric zone, not GMT
     assert message["Message-ID"] == f"<01HF0000000000AB.{int(NOW)}@mx.example.test>"
 
 
