@@ -39,6 +39,10 @@ class Candidate:
     address: str
     port: int
 
+    def __str__(self) -> str:
+        """As a connection to it is named: ``host[address]:port``."""
+        return f"{self.host}[{self.address}]:{self.port}"
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -157,13 +161,14 @@ class Courier:
             envid=message.envid,
         )
         last: SmtpError | None = None
+        last_at = ""  # the next hop that failed last: which of several is down
         connected = None
         for candidate in candidates:
             connected = False
             try:
                 conn = self._connection(route, candidate)
             except SmtpError as exc:
-                last = exc
+                last, last_at = exc, str(candidate)
                 continue
             connected = True
             try:
@@ -178,7 +183,7 @@ class Courier:
                         conn = self._connection(route, candidate)
             except SmtpError as exc:
                 conn.quit()  # QUIT if the session still works (a refusal); else just close
-                last = exc
+                last, last_at = exc, str(conn)
                 if exc.step in CONNECTION_STEPS:
                     connected = False  # the new connection after a stale one failed
                     continue
@@ -199,7 +204,7 @@ class Courier:
             recipients,
             State.DEFERRED,
             last.status if not last.permanent else "4.4.1",
-            f"{last.step}: {last.diagnostic}",
+            f"{last.step}: {last_at}: {last.diagnostic}",
             connected,
         )
 

@@ -11,6 +11,8 @@ trusted network of the test config, so it may be relayed to remote.test.
 import os
 import smtplib
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 import trustme
 from dns_server import DnsServer
 from peer import HANG, Peer, start_peers
-from support import wait_for
+from support import free_port, wait_for
 
 SENDER = "alice@local.test"
 
@@ -421,6 +423,22 @@ def test_an_idle_connection_to_a_host_now_down_defers_as_a_connection_failure(ma
         assert (status, attempts) == ("4.4.2", 1)
         assert reply.startswith("connect: ")
         assert len(peer.connections) == 1 and [t.recipients for t in peer.delivered] == [["bob@remote.test"]]
+
+
+def test_a_deferral_names_the_next_hop_that_is_down(make_daemon):
+    # With failover next hops, the reason must say which one failed (the last tried).
+    first, second = free_port(), free_port()
+    route = {"route": [f"127.0.0.1:{first}", f"127.0.0.1:{second}"]}
+    daemon = make_daemon(delivery={"retry_first": "1h"}, **{'domains."remote.test"': route}).start()
+    send(daemon, "bob@remote.test")
+    _, status, reply, _, _ = settled(daemon, "bob@remote.test", "deferred")
+    down = f"127.0.0.1[127.0.0.1]:{second}"
+    assert (status, reply) == ("4.4.2", f"connect: {down}: cannot connect: Connection refused")
+    assert down in daemon.log_since_start()  # the delivery line
+    listing = subprocess.run(
+        [sys.executable, "-m", "empath.cmd.mailq", "-C", str(daemon.config_path)], capture_output=True, text=True
+    )
+    assert down in listing.stdout
 
 
 def test_max_messages_per_connection_one_opens_a_connection_per_message(make_daemon):
