@@ -8,10 +8,11 @@ run ``fn(db, *args)`` on the queue's database.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from empath.addresses import Domain
 from empath.control.protocol import DEFAULT_LIMIT, VerbError
 from empath.queue import admin
 
@@ -24,6 +25,9 @@ class QueueVerbs:
     write: Run  # write(fn, *args): fn(db, *args)'s value, committed
     wake: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
+    # The daemon's: close the open circuit breakers on the way to these domains (None: all);
+    # the destinations closed. With the daemon down there are none.
+    close_breakers: Callable[[list[Domain] | None], Sequence[str]] = lambda domains: []
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         return {
@@ -45,10 +49,15 @@ class QueueVerbs:
             raise VerbError(f"no message {args['id']} in the queue or its history")
         return detail
 
-    def retry(self, args: dict[str, Any]) -> dict[str, int]:
-        count = self.write(admin.retry, args.get("ids"), args.get("domain"), self.clock())
+    def retry(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Make the chosen mail due now, and, as ``postqueue -f`` forgets dead hosts, close
+        the breakers that would hold it back: the operator asked for it to go."""
+        ids, domain = args.get("ids"), args.get("domain")
+        domains = [Domain(domain)] if domain else self.read(admin.waiting_domains, ids) if ids else None
+        closed = self.close_breakers(domains)
+        count = self.write(admin.retry, ids, domain, self.clock())
         self.wake()
-        return {"messages": count}
+        return {"messages": count, "breakers_closed": closed}
 
     def _act(self, fn: Run, args: dict[str, Any], *more: Any) -> dict[str, int]:
         count = self.write(fn, args.get("ids"), *more)  # no ids: every message (protocol checked --all --yes)

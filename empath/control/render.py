@@ -105,7 +105,11 @@ def render(verb: str, result: Any, args: dict[str, Any]) -> str:
         return renderer(result)
     if isinstance(result, dict) and "messages" in result:
         done = {"queue-delete": "deleted", "queue-hold": "held", "queue-release": "released", "queue-retry": "due now"}
-        return f"{result['messages']} message{'s' if result['messages'] != 1 else ''} {done[verb]}\n"
+        text = f"{result['messages']} message{'s' if result['messages'] != 1 else ''} {done[verb]}\n"
+        closed = result.get("breakers_closed")
+        if closed:
+            text += f"circuit breaker closed: {', '.join(closed)} (its mail may try to connect again)\n"
+        return text
     return json.dumps(result, indent=2) + "\n"
 
 

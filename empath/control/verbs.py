@@ -57,7 +57,9 @@ class DaemonVerbs:
     def __init__(self, daemon: Running):
         self.daemon = daemon
         scheduler = daemon.scheduler
-        queue = QueueVerbs(daemon.queue.call, daemon.queue.write, scheduler.wake, scheduler.clock)
+        queue = QueueVerbs(
+            daemon.queue.call, daemon.queue.write, scheduler.wake, scheduler.clock, scheduler.close_breakers
+        )
         self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "status": self.status,
             "connections": self.connections,

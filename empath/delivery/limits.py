@@ -26,6 +26,7 @@ class Breaker:
     failures: int = 0
     opened_at: float | None = None
     probing: bool = False
+    last_failure: str = ""  # the reason of the last failure, for the mail it holds back
 
     def state(self, now: float) -> str:
         if self.opened_at is None:
@@ -64,8 +65,9 @@ class Breaker:
         self.opened_at = None
         self.probing = False
 
-    def failure(self, now: float) -> None:
+    def failure(self, now: float, why: str = "") -> None:
         self.failures += 1
+        self.last_failure = why
         self.probing = False
         if self.opened_at is not None or self.failures >= self.threshold:
             self.opened_at = now

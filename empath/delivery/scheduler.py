@@ -84,7 +84,9 @@ class Scheduler:
         self._wake.set()
 
     def flush(self) -> None:
-        """Make every deferred recipient due now, as Postfix's ``postqueue -f``."""
+        """Make every deferred recipient due now, as Postfix's ``postqueue -f``, which
+        also forgets the hosts it found dead: every open circuit breaker is closed."""
+        self.close_breakers(None)
         self.queue.write(claims.flush, self.clock())
         self.wake()
 
@@ -132,6 +134,20 @@ class Scheduler:
         self.queue.write(claims.flush, self.clock(), None if key == SMARTHOST else key)
         self.wake()
         return was
+
+    def close_breakers(self, domains: list[Domain] | None) -> list[Destination]:
+        """The operator asked for mail to go now: close the open breakers of the
+        destinations that ``domains`` (None: all) go through; those closed."""
+        if domains is None:
+            keys = set(self.breakers)
+        else:
+            keys = {route_for(domain, self.config).policy_key for domain in domains}
+        open_now = set(tripped(self.breakers, self.clock()))
+        closed = sorted(key for key in keys if key in open_now)
+        for key in closed:
+            self.breakers[key].success()
+            event(log, "breaker_closed", destination=key, by="the operator's retry")
+        return closed
 
     def open_breakers(self) -> list[Destination]:
         """The destinations whose circuit breaker is open or half-open now (for the metrics)."""
@@ -253,6 +269,8 @@ class Scheduler:
             return [PutBack(r.recipient_id, now + wait) for r in recipients]
         if not breaker.allow(now):
             text = f"delivery to {key} suspended after {breaker.failures} connection failures in a row"
+            if breaker.last_failure:
+                text += f"; the last: {breaker.last_failure}"
             return [PutBack(r.recipient_id, breaker.retry_at(now), text, "4.4.1") for r in recipients]
         return None
 
@@ -273,7 +291,7 @@ class Scheduler:
                 self.queue.write(claims.flush, self.clock(), None if route.smarthost else route.domain)
             breaker.success()
         else:
-            breaker.failure(self.clock())
+            breaker.failure(self.clock(), outcome.verdicts[-1].reply if outcome.verdicts else "")
         return self._results(message, recipients, outcome, started)
 
     def _count(self, route: Route, message: Loaded, results: list[Result | PutBack], settled: Settled) -> None:

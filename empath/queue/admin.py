@@ -317,6 +317,16 @@ def release(db: peewee.Database, queue_ids: Sequence[str] | None, now: float) ->
     return len(released)
 
 
+def waiting_domains(db: peewee.Database, queue_ids: Sequence[str]) -> list[Domain]:
+    """The domains of these messages' recipients still waiting for delivery."""
+    found: dict[Domain, None] = {}
+    for chunk in _chunks(list(queue_ids)):
+        query = Recipient.select(Recipient.domain).where(Recipient.state.in_(PENDING), Recipient.message.in_(chunk))
+        for (domain,) in tuples(db, query.distinct()):
+            found[Domain(domain)] = None
+    return list(found)
+
+
 def retry(db: peewee.Database, queue_ids: Sequence[str] | None, domain: Domain | None, now: float) -> int:
     """Process now: queued and deferred recipients waiting for a later attempt (of
     these messages, of this domain, or every one) are due now; returns how many messages.

@@ -20,7 +20,7 @@ import pytest
 import trustme
 from dns_server import DnsServer
 from peer import HANG, Peer, start_peers
-from support import free_port, wait_for
+from support import empathctl, free_port, wait_for
 
 SENDER = "alice@local.test"
 
@@ -498,6 +498,42 @@ def test_circuit_breaker_suspends_then_probes_and_closes(make_daemon):
         delivered(daemon, "user4@remote.test")
         assert len(peer.delivered) == 4
         assert not peer.violations and not peer.errors
+
+
+@pytest.mark.parametrize("how", ["queue retry", "sendmail -q"])
+def test_an_operator_s_retry_closes_the_breaker_of_the_mail_it_makes_due(make_daemon, how):
+    # As postqueue -f forgets dead hosts: "retry" must not answer "due now" while a
+    # breaker keeps the mail from moving for its whole cooldown.
+    with DnsServer(mx_records("127.0.0.11")) as dns, Peer("127.0.0.11") as peer:
+        daemon = make_daemon(
+            delivery=delivery(dns, peer.port, retry_first="1h"),
+            **{'domains."remote.test"': {"breaker_failures": 1, "breaker_cooldown": "1h"}},
+        ).start()
+        peer.stop()
+        send(daemon, "user1@remote.test")
+        settled(daemon, "user1@remote.test", "deferred")
+        send(daemon, "user2@remote.test")  # held back by the open breaker, with the real reason
+        [(_, _, reply, _, _)] = wait_for(
+            lambda: [r for r in rows(daemon, "user2@remote.test") if r[2] and "suspended" in r[2]],
+            what="user2 held back by the breaker",
+        )
+        assert f"the last: connect: mx1.remote.test[127.0.0.11]:{peer.port}: cannot connect" in reply
+
+        peer.start()
+        if how == "queue retry":
+            result = empathctl(daemon, "queue", "retry", "--domain", "remote.test")
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.splitlines() == [
+                "2 messages due now",
+                "circuit breaker closed: remote.test (its mail may try to connect again)",
+            ]
+        else:
+            env = dict(os.environ, EMPATH_CONFIG=str(daemon.config_path))
+            flushed = subprocess.run([sys.executable, "-m", "empath.cmd.sendmail", "-q"], env=env, timeout=30)
+            assert flushed.returncode == 0
+        for i in (1, 2):
+            delivered(daemon, f"user{i}@remote.test")
+        assert " breaker_closed destination=remote.test " in daemon.log_since_start()
 
 
 # -- a crash mid-delivery ---------------------------------------------------------

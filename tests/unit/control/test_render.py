@@ -53,6 +53,11 @@ def test_tables_and_short_results():
     assert render("breaker-list", [], {}) == "no circuit breakers yet (none until a delivery is tried)\n"
     assert render("queue-hold", {"messages": 1}, {}) == "1 message held\n"
     assert render("queue-retry", {"messages": 3}, {}) == "3 messages due now\n"
+    closed = {"messages": 1, "breakers_closed": ["a.test", "smarthost"]}
+    assert render("queue-retry", closed, {}).splitlines() == [
+        "1 message due now",
+        "circuit breaker closed: a.test, smarthost (its mail may try to connect again)",
+    ]
     assert render("pause", {"paused": True, "paused_domains": []}, {}) == "delivery: PAUSED (all)\n"
     listing = render("queue-list", [], {"limit": 0})
     assert listing.startswith("Mail queue is empty\n") and "--limit for more" in listing
