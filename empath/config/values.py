@@ -63,6 +63,15 @@ def rate(value: object) -> float:
     return float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def rate_text(per_second: float) -> str:
+    """A rate as the config writes it: ``no limit``, ``10/s``, ``30/m``, ``1/h``."""
+    if per_second <= 0:
+        return "no limit"
+    if per_second >= 1:
+        return f"{per_second:g}/s"
+    return f"{per_second * 60:g}/m" if per_second * 60 >= 1 else f"{per_second * 3600:g}/h"
+
+
 def age(text: str) -> float:
     """Seconds from an age as the command line gives it: ``90``, ``1.5``, ``30m``, ``2h``, ``5d``."""
     text = text.strip()

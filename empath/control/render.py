@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from empath.config import values
 from empath.control.protocol import DEFAULT_LIMIT
-from empath.queue.states import WAITING, State
+from empath.queue.states import PENDING, WAITING
 
 
 def format_age(seconds: float) -> str:
@@ -42,7 +43,8 @@ def format_list(rows: list[dict[str, Any]]) -> str:
         for r in row["recipients"]:
             if r["state"] not in WAITING:
                 continue
-            reason = r["last_reply"] if r["state"] == State.DEFERRED else None
+            # Deferred: why the last attempt failed; queued: why it waits (a rate limit, a breaker, a pause).
+            reason = r["last_reply"] if r["state"] in PENDING else None
             if reason and reason not in shown:
                 out.append(f"{'':43}({reason[:200]})")
                 shown.add(reason)
@@ -117,14 +119,6 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def _rate(per_second: float) -> str:
-    if per_second <= 0:
-        return "no limit"
-    if per_second >= 1:
-        return f"{per_second:g}/s"
-    return f"{per_second * 60:g}/m" if per_second * 60 >= 1 else f"{per_second * 3600:g}/h"
-
-
 def _delivery(d: dict[str, Any]) -> str:
     if d["paused"]:
         text = "PAUSED (all)"
@@ -143,7 +137,8 @@ def _helpers(helpers: list[dict[str, Any]]) -> list[str]:
 
 
 def _status(s: dict[str, Any]) -> str:
-    queue = ", ".join(f"{state} {count}" for state, count in s["queue"].items())
+    counts = ", ".join(f"{state} {count}" for state, count in s["queue"].items())
+    queue = f"{sum(s['queue'].values())} recipients waiting: {counts}"
     lines = [
         f"empath {s['version']}, pid {s['pid']}, up {format_age(s['uptime'])} (since {_when(s['started_at'])})",
         f"config:     {s['config']}",
@@ -154,7 +149,7 @@ def _status(s: dict[str, Any]) -> str:
         f"delivery:   {_delivery(s['delivery'])}",
     ]
     for key, limits in s["delivery"]["overrides"].items():
-        lines.append(f"override:   {key}: rate {_rate(limits['rate'])}, concurrency {limits['concurrency']}")
+        lines.append(f"override:   {key}: rate {values.rate_text(limits['rate'])}, concurrency {limits['concurrency']}")
     if s["restart_needed"]:
         lines.append(f"restart needed for: {', '.join(s['restart_needed'])}")
     return "\n".join(lines) + "\n"
@@ -190,11 +185,26 @@ def _breakers(rows: list[dict[str, Any]]) -> str:
     )
 
 
+# What each of the daemon's counters counts, as `stats` prints it.
+STATS_LABELS = {
+    "received": "messages received",
+    "received_bytes": "bytes received",
+    "delivered": "recipients delivered",
+    "deferred": "deferrals (one a recipient an attempt)",
+    "bounced": "recipients bounced",
+    "rejected": "commands refused",
+    "connections": "connections",
+    "connections_refused": "connections refused",
+    "auth_failures": "wrong passwords",
+    "rate_limited": "deliveries held back by a rate limit",
+}
+
+
 def _stats(s: dict[str, Any]) -> str:
     if s.get("source") == "database":
         return _history(s)
-    lines = [f"since {_when(s['since'])} ({format_age(s['uptime'])})"]
-    lines += [f"{key}: {value}" for key, value in s.items() if key not in ("since", "uptime")]
+    lines = [f"since the start, {_when(s['since'])} ({format_age(s['uptime'])} ago):"]
+    lines += [f"{STATS_LABELS.get(key, key)}: {value}" for key, value in s.items() if key not in ("since", "uptime")]
     return "\n".join(lines) + "\n"
 
 
@@ -232,7 +242,7 @@ _RENDERERS: dict[str, Callable[[Any], str]] = {
     "reload": _reload,
     "log-level": lambda r: f"log level: {r['level']}\n",
     "domain-set": lambda r: (
-        f"{r['destination']}: rate {_rate(r['rate'])}, concurrency {r['concurrency']} (until {r['until']})\n"
+        f"{r['destination']}: rate {values.rate_text(r['rate'])}, concurrency {r['concurrency']} (until {r['until']})\n"
     ),
     "breaker-list": _breakers,
     "breaker-reset": lambda r: f"breaker of {r['destination']}: closed (was {r['was']})\n",

@@ -12,13 +12,16 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from empath import __version__
+from empath.addresses import Domain
 from empath.config import Config
 from empath.control.protocol import Request, VerbError
 from empath.control.queue_verbs import QueueVerbs
 from empath.control.reload import ReloadRefused
+from empath.delivery.routing import SMARTHOST, route_for
 from empath.delivery.scheduler import Scheduler
 from empath.metrics import Metrics
 from empath.queue import stats
+from empath.queue.states import WAITING
 from empath.queue.store import Queue
 from empath.smtp.procs.pool import HelperPool
 from empath.smtp.server import SmtpServer
@@ -80,6 +83,8 @@ class DaemonVerbs:
     def status(self, args: dict[str, Any]) -> dict[str, Any]:
         d = self.daemon
         by_state, first = d.queue.call(stats.counts)
+        # What waits now: delivered and bounced rows only linger until their message is done.
+        waiting = {state: n for state, n in by_state.items() if state in WAITING}
         now = time.time()
         s = d.scheduler
         return {
@@ -93,7 +98,7 @@ class DaemonVerbs:
             "accepting": d.server.accepting,
             "sessions": len(d.server.sessions),
             "smtp_helpers": d.helpers.describe() if d.helpers is not None else [],
-            "queue": by_state,
+            "queue": waiting,
             "oldest_age": round(max(0.0, now - first), 1) if first else 0.0,
             "delivery": {
                 "paused": s.paused_all,
@@ -137,6 +142,9 @@ class DaemonVerbs:
 
     def domain_set(self, args: dict[str, Any]) -> dict[str, Any]:
         key = args["destination"]
+        if key != SMARTHOST and route_for(Domain(key), self.daemon.config).policy_key != key:
+            # Its mail goes through the smarthost, whose limits apply: this one would never be read.
+            raise VerbError(f"{key}'s mail goes through the smarthost: set its limits with: domain set smarthost …")
         policy = self.daemon.scheduler.set_limits(key, args.get("rate"), args.get("concurrency"))
         until = "restart or reload"
         return {"destination": key, "rate": policy.rate, "concurrency": policy.concurrency, "until": until}

@@ -20,7 +20,7 @@ import gevent.pool
 import peewee
 
 from empath.addresses import Domain, Mailbox
-from empath.config import Config
+from empath.config import Config, values
 from empath.config.model import DomainPolicy
 from empath.delivery import content
 from empath.delivery import results as recording
@@ -266,7 +266,9 @@ class Scheduler:
         if wait > 0:
             self.metrics.rate_limited.inc()
             self.metrics.rate_limit_delay.inc(wait)
-            return [PutBack(r.recipient_id, now + wait) for r in recipients]
+            # Mail not tried yet says why it waits; tried mail keeps the reason of its deferral.
+            text = f"waiting for the rate limit of {key} ({values.rate_text(policy.rate)})"
+            return [PutBack(r.recipient_id, now + wait, *(() if r.attempts else (text, "4.4.5"))) for r in recipients]
         if not breaker.allow(now):
             text = f"delivery to {key} suspended after {breaker.failures} connection failures in a row"
             if breaker.last_failure:

@@ -354,3 +354,34 @@ def test_connections_show_tls_and_the_authenticated_user(make_daemon, certs):
         [session] = result(d, "connections")
         assert session["tls"] in ("TLSv1.2", "TLSv1.3") and session["user"] == "alice"
         assert session["listener"] == f"smtps@127.0.0.1:{d.ports.smtps}"
+
+
+def relay(daemon, rcpt: str) -> None:
+    """Send a message from the test config's trusted network, which may relay."""
+    with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=30, source_address=("127.0.0.2", 0)) as client:
+        assert client.sendmail("alice@sender.test", [rcpt], b"Subject: x\r\n\r\nhi\r\n") == {}
+
+
+def test_every_number_says_what_it_counts_and_every_waiting_message_why(make_daemon):
+    # status counted delivered rows (always 0) beside stats' 5 delivered; a domain set on a
+    # smarthost-routed domain did nothing; mail held by a rate limit said nothing in mailq.
+    with Peer("127.0.0.11") as peer:
+        daemon = make_daemon(
+            smarthost={"hosts": [f"127.0.0.11:{peer.port}"], "tls": "none"},
+            **{'domains."slow.test"': {"route": [f"127.0.0.11:{peer.port}"], "rate": "1/h"}},
+        ).start()
+        relay(daemon, "bob@remote.test")
+        peer.wait_for_transactions(1)
+        wait_for(lambda: as_json(daemon, "status")["queue"] == {"queued": 0, "deferred": 0, "held": 0}, what="empty")
+        assert "queue:      0 recipients waiting: queued 0, deferred 0, held 0" in ok(daemon, "status")
+        assert "recipients delivered: 1\n" in ok(daemon, "stats")
+
+        fails(
+            daemon, "domain", "set", "remote.test", "rate=1/m", fragment="remote.test's mail goes through the smarthost"
+        )
+        assert "smarthost: rate 1/m" in ok(daemon, "domain", "set", "smarthost", "rate=1/m")
+
+        relay(daemon, "first@slow.test")  # the hour's one goes
+        peer.wait_for_transactions(2)
+        relay(daemon, "second@slow.test")
+        wait_for(lambda: "waiting for the rate limit of slow.test (1/h)" in ok(daemon, "queue", "list"), what="why")

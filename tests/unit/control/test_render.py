@@ -38,7 +38,7 @@ STATUS = {
 def test_status_text():
     text = render("status", STATUS, {})
     assert "empath 0.1.0, pid 7, up 2h 1m" in text
-    assert "queue:      queued 1, deferred 4, held 0 (oldest 10m 0s)" in text
+    assert "queue:      5 recipients waiting: queued 1, deferred 4, held 0 (oldest 10m 0s)" in text
     assert "delivery:   paused for slow.test, 3 in flight" in text
     assert "override:   slow.test: rate 30/m, concurrency 2" in text
     assert text.endswith("restart needed for: listeners\n")
