@@ -12,7 +12,9 @@ VERBS = ("backup", "restore")
 
 
 def add_verbs(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    make = verbs.add_parser("backup", help="write a consistent backup archive of the queue, config and users file")
+    make = verbs.add_parser(
+        "backup", help="write a consistent backup archive of the queue, the config and the files it names"
+    )
     make.add_argument(
         "--output",
         "-o",
@@ -46,6 +48,8 @@ def command(args: argparse.Namespace, config: Config) -> int:
     )
     for path in restored.replaced:
         print(f"empathctl: the replaced file is kept as {path}")
+    for path in restored.installed:
+        print(f"empathctl: {path} was missing: installed from the archive")
     for path in restored.extras:
         print(f"empathctl: the archived copy is in {path} (not installed: compare it with yours)")
     print("empathctl: start the daemon to deliver the restored queue")

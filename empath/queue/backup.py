@@ -5,15 +5,23 @@ A backup is a gzipped tar archive of flat members:
 - ``queue.sqlite3``: a copy of the queue taken with SQLite's online backup
   API (one step, so one read transaction: a consistent snapshot while the
   daemon goes on writing), in rollback-journal mode so it is one file;
-- ``config.toml`` and ``users``: the config file and the AUTH users file, if any;
+- ``config.toml``: the config file;
+- the files it names that a new machine could not make again, those that
+  exist: ``users`` (the AUTH users file), ``tls.certificate`` and ``tls.key``,
+  ``smarthost.password``, ``delivery.tls_ca``, ``control.tokens`` and a
+  ``dkim.N.key`` for each [[dkim]] table, each with its mode;
 - ``MANIFEST.json`` (the first member): the format version, when and where
   it was made, the schema version, the message and recipient counts, and the
   sha256 and size of every other member.
 
-``restore`` puts back the queue only. The config and users file in the
-archive are written next to the data as ``*.restored`` for the operator to
-compare: overwriting a live config (which may have changed on purpose since)
-is the operator's decision, not ours.
+``restore`` puts the queue in place, and each of those files where the
+current config names it when nothing is there (a new machine), with its
+mode. It overwrites nothing else: the config, and a named file that exists
+with other contents, are written next to the data as ``*.restored`` for the
+operator to compare; overwriting a live config or key (which may have
+changed on purpose since) is the operator's decision, not ours. A file goes
+only where the current config points, never where the archive says it came
+from.
 """
 
 import contextlib
@@ -60,6 +68,7 @@ class Member:
     sha256: str
     size: int
     source: str = ""  # the path it was copied from, for the operator
+    mode: int = 0o600  # its permission bits there, given back when restore installs it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +106,10 @@ class Manifest:
                 digest = member["sha256"]
                 if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                     raise BackupError(f"the manifest has no valid sha256 for {name}")
-                files[name] = Member(sha256=digest, size=int(member["size"]), source=str(member.get("source", "")))
+                mode = int(member.get("mode", 0o600))
+                if not 0 <= mode <= 0o777:
+                    raise BackupError(f"the manifest has a bad mode for {name}")
+                files[name] = Member(digest, int(member["size"]), str(member.get("source", "")), mode)
             manifest = cls(
                 created=str(data["created"]),
                 hostname=str(data["hostname"]),
@@ -118,7 +130,8 @@ class Manifest:
 class Restored:
     database: Path
     replaced: list[Path]  # the files moved aside: the old database and its -wal/-shm
-    extras: list[Path]  # the archived config and users file, written as *.restored
+    installed: list[Path]  # named files that were missing, put where the config names them
+    extras: list[Path]  # the archived config, and named files that differ here, written as *.restored
     manifest: Manifest
 
 
@@ -206,6 +219,20 @@ def _snapshot(source: Path, target: Path) -> None:
             os.close(lock)
 
 
+def named_files(config: Config) -> dict[str, Path]:
+    """The files the config names that a backup carries, by member name."""
+    named: dict[str, Path | None] = {
+        USERS: config.users_file,
+        "tls.certificate": config.tls_certificate,
+        "tls.key": config.tls_key,
+        "smarthost.password": config.smarthost.password_file if config.smarthost else None,
+        "delivery.tls_ca": config.delivery.tls_ca_file,
+        "control.tokens": config.control.tokens_file,
+    }
+    named |= {f"dkim.{i}.key": key.key_file for i, key in enumerate(config.dkim)}
+    return {member: path for member, path in named.items() if path is not None}
+
+
 def default_directory(config: Config) -> Path:
     return config.data_dir / "backups"
 
@@ -254,13 +281,12 @@ def backup(config: Config, output: Path | None = None) -> Path:
         # Copies, so that the bytes hashed are the bytes archived even if
         # `empathctl user add` rewrites the users file meanwhile.
         sources = {DATABASE: (copy, config.database_path)}
-        originals = {CONFIG: config.path, USERS: config.users_file}
+        originals = {CONFIG: config.path} | {m: p for m, p in named_files(config).items() if p.exists()}
         for member, original in originals.items():
-            if original is not None and (member == CONFIG or original.exists()):
-                shutil.copyfile(original, workdir / member)
-                sources[member] = (workdir / member, original)
+            shutil.copyfile(original, workdir / member)
+            sources[member] = (workdir / member, original)
         files = {
-            member: Member(sha256=_sha256(path), size=path.stat().st_size, source=str(origin))
+            member: Member(_sha256(path), path.stat().st_size, str(origin), origin.stat().st_mode & 0o777)
             for member, (path, origin) in sources.items()
         }
         manifest = Manifest(
@@ -440,6 +466,8 @@ def restore(config: Config, archive: Path, force_stop: bool = False, stop_timeou
         except AlreadyRunning as exc:
             raise BackupError(str(exc)) from None
         try:
+            # First the files a new machine lacks: if one cannot be written, the queue is untouched.
+            installed, extras = _put_named_files(config, manifest, workdir)
             database = config.database_path
             old_stat = database.stat() if database.exists() else None
             stamp = _utc_stamp(time.time())
@@ -448,15 +476,54 @@ def restore(config: Config, archive: Path, force_stop: bool = False, stop_timeou
             if old_stat is not None and os.geteuid() == 0:
                 os.chown(new, old_stat.st_uid, old_stat.st_gid)  # root restores for the daemon's user
             os.replace(new, database)
-            extras = []
-            for member, suffix in ((CONFIG, ".restored"), (USERS, ".restored")):
-                if member in manifest.files:
-                    source = manifest.files[member].source
-                    base = Path(source).name if source else member
-                    dest = data_dir / f"{base}{suffix}"
-                    os.replace(workdir / member, dest)
-                    extras.append(dest)
+            if CONFIG in manifest.files:
+                extras.insert(0, _set_aside(data_dir, CONFIG, manifest.files[CONFIG], workdir))
             _fsync_dir(data_dir)
         finally:
             os.close(lock)
-    return Restored(database=database, replaced=replaced, extras=extras, manifest=manifest)
+    return Restored(database=database, replaced=replaced, installed=installed, extras=extras, manifest=manifest)
+
+
+def _put_named_files(config: Config, manifest: Manifest, workdir: Path) -> tuple[list[Path], list[Path]]:
+    """Install each archived file the config names and lacks; set aside those that differ.
+    Returns (installed, set aside)."""
+    named = named_files(config)
+    installed, aside = [], []
+    for member, archived in manifest.files.items():
+        if member in (DATABASE, CONFIG):
+            continue
+        target = named.get(member)
+        if target is not None and not target.exists():
+            _install(workdir / member, target, archived.mode, config.data_dir)
+            installed.append(target)
+        elif target is None or _sha256(target) != archived.sha256:
+            aside.append(_set_aside(config.data_dir, member, archived, workdir))
+    return installed, aside
+
+
+def _install(source: Path, target: Path, mode: int, data_dir: Path) -> None:
+    """Write ``source`` at ``target`` (which does not exist) with ``mode``, durably."""
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out, source.open("rb") as f:
+            shutil.copyfileobj(f, out)
+            os.fchmod(out.fileno(), mode)
+            if os.geteuid() == 0:
+                owner = data_dir.stat()
+                os.fchown(out.fileno(), owner.st_uid, owner.st_gid)  # root restores for the daemon's user
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        raise BackupError(f"cannot install {target}: {exc}") from None
+
+
+def _set_aside(data_dir: Path, member: str, archived: Member, workdir: Path) -> Path:
+    """Write an archived file next to the data as ``NAME.restored``, for the operator to compare."""
+    # The config and users file under their own names (empath.toml.restored); the others by
+    # member name, so that a TLS key and a DKIM key both called key.pem do not collide.
+    base = Path(archived.source).name if member in (CONFIG, USERS) and archived.source else member
+    dest = data_dir / f"{base}.restored"
+    os.replace(workdir / member, dest)
+    return dest

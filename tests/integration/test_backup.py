@@ -12,12 +12,14 @@ import tarfile
 import threading
 from pathlib import Path
 
+from dns_server import DnsServer
 from peer import Peer
-from support import ROOT, empathctl, send_message, wait_for
+from support import ROOT, empathctl, free_port, send_message, wait_for
 
 from empath.queue import backup
 
 CRON_SCRIPT = ROOT / "scripts" / "empath-backup"
+SIGNED_BODY = b"From: Alice <alice@local.test>\r\nTo: bob@remote.test\r\nSubject: drill\r\n\r\n%s\r\n"
 
 
 def ctl(daemon, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -257,3 +259,65 @@ def test_cron_script_fails_loudly(make_daemon, tmp_path):
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("**/*.tar.gz"))
+
+
+# -- the disaster-recovery drill (docs/operations.md, "Restore") ---------------------
+
+
+def test_a_restored_backup_on_a_new_machine_starts_and_delivers_signed(make_daemon, certs, tmp_path):
+    """Back up a daemon with queued mail; on a "new machine" (a config naming the same
+    kinds of files at paths where nothing is yet: TLS pair, DKIM key, users, smarthost
+    password) restore it, start, and the queued mail and new mail leave signed."""
+    from test_dkim_delivery import dns_lookup, keygen, verifies  # the DKIM test's helpers
+
+    with Peer("127.0.0.11") as peer, DnsServer() as dns_server:
+        old = make_daemon(**{'domains."remote.test"': {"route": [f"127.0.0.1:{free_port()}"]}})  # nowhere yet
+        old.write_config()
+        dns_server.set("drill._domainkey.local.test", TXT=[keygen(old, "drill", "rsa-sha256")])
+        old.add_user("alice", "secret")
+        password = old.directory / "smarthost.password"
+        password.write_text("relay-secret\n")
+        password.chmod(0o600)
+        smarthost = {"hosts": [f"127.0.0.1:{free_port()}"], "username": "relay", "password_file": str(password)}
+        old.sections["smarthost"] = {**smarthost, "tls": "required"}
+        old.start()
+        with smtplib.SMTP("127.0.0.1", old.ports.smtp, timeout=10, source_address=("127.0.0.2", 0)) as client:
+            client.sendmail("alice@local.test", ["bob@remote.test"], SIGNED_BODY % b"queued before the backup")
+        (tmp_path / "archives").mkdir()
+        archive = make_backup(old, tmp_path / "archives")
+        old.stop()
+
+        new_home = tmp_path / "new-machine"
+        new = make_daemon(
+            auth={"users_file": str(new_home / "users")},
+            smarthost={**smarthost, "password_file": str(new_home / "smarthost.password"), "tls": "required"},
+            **{'domains."remote.test"': {"route": [f"{peer.host}:{peer.port}"]}},
+        )
+        new.sections["tls"] = {
+            "certificate": str(new_home / "tls" / "cert.pem"),
+            "key": str(new_home / "tls" / "key.pem"),
+        }
+        new.extra = old.extra.replace(str(old.directory / "dkim"), str(new_home / "dkim"))
+        new.write_config()
+        restored = ctl(new, "restore", str(archive))
+        assert restored.returncode == 0, restored.stderr
+        originals = {
+            "tls/key.pem": certs.key,
+            "tls/cert.pem": certs.cert,
+            "dkim/local.test.drill.key": old.directory / "dkim" / "local.test.drill.key",
+            "smarthost.password": password,
+            "users": old.users_path,
+        }
+        for path, original in originals.items():  # each where the new config names it, as it was
+            assert f"{new_home / path} was missing: installed from the archive" in restored.stdout
+            assert (new_home / path).read_bytes() == original.read_bytes()
+            assert (new_home / path).stat().st_mode & 0o777 == original.stat().st_mode & 0o777
+
+        new.start()  # fails its config check if a file it names is missing
+        assert ctl(new, "queue", "retry", "--all", "--yes").returncode == 0  # the drill's "retry now"
+        with smtplib.SMTP("127.0.0.1", new.ports.smtp, timeout=10, source_address=("127.0.0.2", 0)) as client:
+            client.sendmail("alice@local.test", ["bob@remote.test"], SIGNED_BODY % b"sent after the restore")
+        lookup = dns_lookup(dns_server)
+        transactions = peer.wait_for_transactions(2, timeout=15)
+        assert sorted(b"before" in t.data for t in transactions) == [False, True]
+        assert all(verifies(t.data, 0, lookup) for t in transactions)

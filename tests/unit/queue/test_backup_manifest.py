@@ -30,7 +30,19 @@ def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
     config.write_text('[server]\nhostname = "mx.test"\n')
     users = tmp_path / "users"
     users.write_text("alice:scrypt$...\n")
-    return SimpleNamespace(path=config, data_dir=data_dir, database_path=data_dir / "queue.sqlite3", users_file=users)
+    return SimpleNamespace(
+        path=config,
+        data_dir=data_dir,
+        database_path=data_dir / "queue.sqlite3",
+        users_file=users,
+        # The other files a backup carries: none here (tests/integration/test_backup.py has them).
+        tls_certificate=None,
+        tls_key=None,
+        smarthost=None,
+        delivery=SimpleNamespace(tls_ca_file=None),
+        control=SimpleNamespace(tokens_file=None),
+        dkim=(),
+    )
 
 
 def members(archive: Path) -> dict[str, bytes]:
@@ -111,6 +123,7 @@ GOOD = {
         ({"files": {"queue.sqlite3": {"sha256": "xyz", "size": 1}}}, "no valid sha256"),
         ({"messages": "many"}, "malformed"),
         ({"hostname": None, "created": None, "files": None}, "malformed"),
+        ({"files": {"queue.sqlite3": {"sha256": "0" * 64, "size": 1, "mode": 0o4755}}}, "bad mode"),
     ],
 )
 def test_a_bad_manifest_is_refused_with_its_reason(change, message):
@@ -138,6 +151,22 @@ def test_backup_holds_the_queue_config_users_and_a_manifest_of_their_checksums(t
             assert manifest.files[name].sha256 == hashlib.sha256(data).hexdigest()
     assert contents["config.toml"] == (tmp_path / "empath.toml").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".empath-backup-")], "temp files left"
+
+
+def test_restore_installs_a_named_file_that_is_missing_and_never_overwrites_one_that_differs(tmp_path):
+    config = make_config(tmp_path)
+    config.users_file.chmod(0o640)
+    archive = backup.backup(config, tmp_path)
+    users = config.users_file.read_bytes()
+    config.users_file.unlink()  # a new machine: the users file is missing
+    restored = backup.restore(config, archive)
+    assert restored.installed == [config.users_file] and config.users_file.read_bytes() == users
+    assert config.users_file.stat().st_mode & 0o777 == 0o640  # the mode it had
+    config.users_file.write_text("bob:scrypt$changed since\n")  # the live one changed on purpose
+    restored = backup.restore(config, archive)
+    assert restored.installed == [] and config.users_file.read_text() == "bob:scrypt$changed since\n"
+    assert [p.name for p in restored.extras] == ["empath.toml.restored", "users.restored"]
+    assert (config.data_dir / "users.restored").read_bytes() == users
 
 
 def test_two_backups_in_the_same_second_never_overwrite_each_other(tmp_path):
