@@ -73,24 +73,24 @@ def _value(value: Any) -> str:
 def _postfix_delivery(fields: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """The delivery event as Postfix writes it: ``to=<…> relay=… delay=… dsn=… status=sent (250 …)``.
 
-    In this form ``status`` is the result and the reply follows it in
-    parentheses, as operators who know Postfix expect; ``dsn`` is the
-    enhanced status code. The JSON form keeps the structured fields.
+    The names are the event's own (to, dsn, status); only the values are
+    shaped as Postfix shows them: the address in angle brackets, the reply
+    in parentheses after the status, the code and domain left to JSON.
     """
     rest = dict(fields)
-    for key in ("recipient", "result", "code", "status", "reply", "domain"):
+    for key in ("to", "status", "code", "dsn", "reply", "domain"):
         rest.pop(key, None)
     parts = []
     if "queue_id" in rest:
         parts.append(f"queue_id={_value(rest.pop('queue_id'))}")
-    parts.append(f"to=<{fields.get('recipient', '')}>")
+    parts.append(f"to=<{fields.get('to', '')}>")
     for key in ("relay", "delay", "attempt"):
         if rest.get(key) is not None:
             parts.append(f"{key}={_value(rest.pop(key))}")
-    if fields.get("status"):
-        parts.append(f"dsn={fields['status']}")
+    if fields.get("dsn"):
+        parts.append(f"dsn={fields['dsn']}")
     reply = str(fields.get("reply") or "").replace("\n", " ").replace("\r", " ")
-    parts.append(f"status={fields.get('result')} ({reply})")
+    parts.append(f"status={fields.get('status')} ({reply})")
     return parts, rest
 
 
@@ -101,13 +101,13 @@ def _postfix_reject(fields: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     The fail2ban filter (conf/fail2ban/) reads this shape; keep it stable.
     """
     rest = dict(fields)
-    for key in ("command", "client", "code", "status", "reply", "sender", "recipient", "helo"):
+    for key in ("command", "client", "code", "dsn", "reply", "from", "to", "helo"):
         rest.pop(key, None)
-    reply = " ".join(str(part) for part in (fields.get("code"), fields.get("status"), fields.get("reply")) if part)
+    reply = " ".join(str(part) for part in (fields.get("code"), fields.get("dsn"), fields.get("reply")) if part)
     parts = [f"{fields.get('command')} from unknown[{fields.get('client')}]: {reply};"]
-    for key, shown in (("sender", "from"), ("recipient", "to"), ("helo", "helo")):
+    for key in ("from", "to", "helo"):
         if fields.get(key) is not None:
-            parts.append(f"{shown}=<{fields[key]}>")
+            parts.append(f"{key}=<{fields[key]}>")
     return parts, rest
 
 

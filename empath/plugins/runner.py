@@ -102,7 +102,7 @@ class Runner:
             if isinstance(decision, Accept):
                 break
             if isinstance(decision, Reject):
-                reply = {"code": decision.code, "status": decision.status, "reply": decision.text}
+                reply = {"code": decision.code, "dsn": decision.status, "reply": decision.text}
                 _log("plugin_reject", logging.INFO, plugin, ctx, **reply)
                 return Verdict(reject=decision, by=plugin.name)
             if isinstance(decision, Headers):
@@ -132,7 +132,7 @@ def _log(name: str, level: int, plugin: Plugin, ctx: Context, **fields: Any) -> 
         hook=ctx.hook,
         client=ctx.client_address,
         queue_id=ctx.queue_id,
-        recipient=ctx.recipient,
+        to=ctx.recipient,
         trace_id=ctx.trace_id,
         **fields,
     )

@@ -249,7 +249,7 @@ def record(db: peewee.SqliteDatabase, queue_id: str, results: list[Result | PutB
 
 
 def _attempt_detail(r: Result) -> str:
-    return f"relay={r.remote or 'none'} status={r.status} {r.reply}"[:2000]
+    return f"relay={r.remote or 'none'} dsn={r.status} {r.reply}"[:2000]
 
 
 def original(db: peewee.SqliteDatabase, queue_id: str, limit: int) -> bytes:

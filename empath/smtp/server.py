@@ -167,7 +167,7 @@ class SmtpServer:
                 command="CONNECT",
                 client=client,
                 code=refusal.code,
-                status=refusal.status,
+                dsn=refusal.status,
                 reply=refusal.text,
                 listener=name,
             )

@@ -228,11 +228,11 @@ class Session:
             command=command,
             client=self.client,
             code=reply.code,
-            status=reply.status or None,
+            dsn=reply.status or None,
             reply=reply.text.replace("\n", " "),
             helo=self.machine.helo,
-            sender=sender,
-            recipient=_address(argument, "TO:"),
+            **_from(sender),
+            to=_address(argument, "TO:"),
             user=self.machine.auth_user,
             listener=self.listening.listener.name,
             trace_id=self.trace_id,
@@ -509,7 +509,7 @@ class Session:
             queue_id=message.queue_id,
             client=self.client,
             helo=machine.helo,
-            sender=message.sender,
+            **_from(message.sender),
             size=message.size,
             recipients=len(message.recipients),
             tls=self.conn.tls_version,
@@ -567,3 +567,9 @@ def _parameters(mail: MailArgs) -> dict[str, str]:
         "ENVID": mail.envid,
     }
     return {key: value for key, value in given.items() if value is not None}
+
+
+def _from(sender: str | None) -> dict[str, Any]:
+    """The envelope sender as a log field: ``from``, Postfix's name, in text and JSON alike
+    (docs/logging.md); a Python keyword, so given as a mapping."""
+    return {"from": sender}

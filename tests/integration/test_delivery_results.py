@@ -257,9 +257,9 @@ def test_reply_after_the_dot_applies_to_every_accepted_recipient(make_daemon, re
     [t] = remote.wait_for_transactions(1)
     assert t.recipients == ["a@remote.test", "b@remote.test"] and t.final_reply == final
     for address in ("a@remote.test", "b@remote.test"):
-        assert f"status={status} {final}" in details[address]
+        assert f"dsn={status} {final}" in details[address]
     # The refused recipient keeps its own RCPT reply, not the final one.
-    assert "status=5.1.1 550 5.1.1 no such user" in details["gone@remote.test"]
+    assert "dsn=5.1.1 550 5.1.1 no such user" in details["gone@remote.test"]
     if state == "deferred":
         rows = recipients(daemon, queue_id)
         assert [rows[a]["attempts"] for a in ("a@remote.test", "b@remote.test")] == [1, 1]
@@ -272,8 +272,8 @@ def test_refused_data_applies_to_the_accepted_recipients_only(make_daemon, remot
     daemon = start(make_daemon, remote)
     queue_id = send(daemon, "alice@sender.test", ["a@remote.test", "later@remote.test"])
     details = wait_outcomes(daemon, queue_id, {"a@remote.test": "bounced", "later@remote.test": "deferred"})
-    assert "status=5.7.1 554 5.7.1 not from you" in details["a@remote.test"]
-    assert "status=4.2.1 450 4.2.1 mailbox busy" in details["later@remote.test"]
+    assert "dsn=5.7.1 554 5.7.1 not from you" in details["a@remote.test"]
+    assert "dsn=4.2.1 450 4.2.1 mailbox busy" in details["later@remote.test"]
     assert not remote.violations
 
 
@@ -659,7 +659,7 @@ def test_smtputf8_message_to_a_peer_without_smtputf8_bounces(make_daemon, remote
     daemon = start(make_daemon, remote, sender_peer)
     queue_id = send(daemon, "alice@sender.test", ["josé@remote.test"], mail_options=["SMTPUTF8"])
     details = wait_outcomes(daemon, queue_id, {"josé@remote.test": "bounced"})
-    assert "status=5.6.7" in details["josé@remote.test"]
+    assert "dsn=5.6.7" in details["josé@remote.test"]
     wait_gone(daemon, queue_id)
     assert remote.all_transactions == []
     t = dsn_at(sender_peer)

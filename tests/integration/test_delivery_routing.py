@@ -179,13 +179,13 @@ def test_null_mx_nxdomain_and_dns_timeout(make_daemon):
         daemon = make_daemon(delivery=delivery(dns, peer.port, retry_first="1h")).start()
 
         send(daemon, "bob@nomail.test")
-        assert "status=5.1.10" in bounced(daemon, "bob@nomail.test")
+        assert "dsn=5.1.10" in bounced(daemon, "bob@nomail.test")
         wait_for(lambda: dsn_to(daemon, SENDER), what="a DSN to the sender")
         [dsn_id] = dsn_to(daemon, SENDER)
         assert b"bob@nomail.test" in daemon.body(dsn_id)
 
         send(daemon, "carol@missing.test")
-        assert "status=5.1.2" in bounced(daemon, "carol@missing.test")
+        assert "dsn=5.1.2" in bounced(daemon, "carol@missing.test")
         wait_for(lambda: len(dsn_to(daemon, SENDER)) == 2, what="a second DSN")
 
         before = time.time()
@@ -572,9 +572,9 @@ def test_mx_pointing_at_ourselves_bounces(make_daemon):
         daemon.sections["delivery"]["port"] = daemon.ports.smtp
         daemon.start()
         send(daemon, "bob@loop.test")
-        assert "status=5.4.6" in bounced(daemon, "bob@loop.test")
+        assert "dsn=5.4.6" in bounced(daemon, "bob@loop.test")
         send(daemon, "carol@loop2.test")
-        assert "status=5.4.6" in bounced(daemon, "carol@loop2.test")
+        assert "dsn=5.4.6" in bounced(daemon, "carol@loop2.test")
         assert not peer.connections
         assert not any(m[1] == SENDER for m in daemon.messages())  # nothing delivered to ourselves
 
@@ -593,7 +593,7 @@ def test_mx_of_equal_preference_to_ourselves_is_not_used(make_daemon):
         for i in range(4):
             send(daemon, f"user{i}@loop.test")
         for i in range(4):
-            assert "status=5.4.6" in bounced(daemon, f"user{i}@loop.test")
+            assert "dsn=5.4.6" in bounced(daemon, f"user{i}@loop.test")
         assert not peer.connections
         # We are a backup MX: the better one gets the mail, the worse one is never tried.
         send(daemon, "bob@backup.test")

@@ -26,15 +26,15 @@ DELIVERY = {"retry_first": "1h", "retry_max": "1h", "connect_timeout": "2s", "co
 ALWAYS = {"time", "level", "logger", "event"}
 FIELDS = {
     "connect": {"client", "trace_id"},
-    "queued": {"queue_id", "client", "sender", "trace_id"},
+    "queued": {"queue_id", "client", "from", "trace_id"},
     "delivery": {
         "queue_id",
-        "recipient",
+        "to",
         "domain",
         "relay",
         "code",
+        "dsn",
         "status",
-        "result",
         "attempt",
         "delay",
         "trace_id",
@@ -136,22 +136,22 @@ def test_one_trace_id_from_receive_to_the_notice_delivery_across_a_restart(make_
 
     deferred, bounced = deliveries(daemon, queue_id)
     relay = f"127.0.0.11[127.0.0.11]:{remote.port}"
-    assert {k: deferred[k] for k in ("recipient", "domain", "attempt", "result", "code", "status", "level")} == {
-        "recipient": "bob@remote.test",
+    assert {k: deferred[k] for k in ("to", "domain", "attempt", "status", "code", "dsn", "level")} == {
+        "to": "bob@remote.test",
         "domain": "remote.test",
         "attempt": 1,
-        "result": "deferred",
+        "status": "deferred",
         "code": 450,
-        "status": "4.2.1",
+        "dsn": "4.2.1",
         "level": "warning",
     }
     assert deferred["reply"] == "450 4.2.1 mailbox busy" and deferred["relay"] == relay
     assert deferred["next_attempt"] > 0
-    assert (bounced["attempt"], bounced["result"], bounced["code"], bounced["status"]) == (2, "bounced", 550, "5.1.1")
+    assert (bounced["attempt"], bounced["status"], bounced["code"], bounced["dsn"]) == (2, "bounced", 550, "5.1.1")
     assert bounced["delay"] >= deferred["delay"] >= 0
     assert "next_attempt" not in bounced
-    assert dsn_delivery["recipient"] == "alice@sender.test" and dsn_delivery["domain"] == "sender.test"
-    assert (dsn_delivery["result"], dsn_delivery["code"], dsn_delivery["attempt"]) == ("sent", 250, 1)
+    assert dsn_delivery["to"] == "alice@sender.test" and dsn_delivery["domain"] == "sender.test"
+    assert (dsn_delivery["status"], dsn_delivery["code"], dsn_delivery["attempt"]) == ("sent", 250, 1)
 
 
 def test_text_log_delivery_line_reads_like_postfix(make_daemon, remote):

@@ -218,6 +218,6 @@ call = "tests.plugin_samples:gatekeeper"
         sql = "SELECT kind, detail FROM event WHERE queue_id = ? AND recipient = ?"  # events outlive the message
         [(kind, detail)] = wait_for(lambda: d.query(sql, queue_id, "refuse@remote.test"), what="the bounce")
         reply = "550 5.7.1 not to refuse@remote.test on route:remote.test, attempt 1"
-        assert (kind, detail) == ("bounced", f"relay=none status=5.7.1 {reply}")
+        assert (kind, detail) == ("bounced", f"relay=none dsn=5.7.1 {reply}")
         assert len(remote.connections) == 1
     assert not remote.errors, remote.errors

@@ -293,7 +293,7 @@ def test_one_log_line_per_accepted_message(make_daemon, certs):
     plain, auth = (log_fields(line) for line in lines)
     assert plain["queue_id"] == plain_id
     assert plain["client"] == "127.0.0.1"
-    assert plain["sender"] == "alice@sender.test"
+    assert plain["from"] == "alice@sender.test"
     assert plain["recipients"] == "2"
     assert int(plain["size"]) == len(daemon.body(plain_id))
     assert "tls" not in plain and "user" not in plain

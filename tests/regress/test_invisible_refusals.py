@@ -85,16 +85,16 @@ def test_the_json_reject_line_carries_the_same_fields(make_daemon, certs):
         what="three reject records",
     )
     relay = records[0]
-    assert {k: relay[k] for k in ("logger", "level", "command", "client", "code", "status", "reply")} == {
+    assert {k: relay[k] for k in ("logger", "level", "command", "client", "code", "dsn", "reply")} == {
         "logger": "empath.smtp",
         "level": "info",
         "command": "RCPT",
         "client": "127.0.0.1",
         "code": 554,
-        "status": "5.7.1",
+        "dsn": "5.7.1",
         "reply": "Relay access denied",
     }
-    assert (relay["sender"], relay["recipient"], relay["helo"]) == (
+    assert (relay["from"], relay["to"], relay["helo"]) == (
         "someone@far.test",
         "victim@elsewhere.test",
         "stranger.test",

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -10,14 +11,14 @@ from empath.log import JsonFormatter, TextFormatter, audit, event, reply_code, s
 
 DELIVERY = {
     "queue_id": "01M86NXG531A540W",
-    "recipient": "bob@remote.test",
+    "to": "bob@remote.test",
     "domain": "remote.test",
     "relay": "mx.remote.test[192.0.2.1]:25",
     "delay": 0.4,
     "attempt": 1,
-    "result": "sent",
+    "status": "sent",
     "code": 250,
-    "status": "2.0.0",
+    "dsn": "2.0.0",
     "reply": "250 2.0.0 ok",
     "next_attempt": None,
     "trace_id": "5f0c",
@@ -32,11 +33,11 @@ def record(name: str, logger: str = "empath.delivery", level: int = logging.INFO
 
 
 def test_text_is_one_line_of_key_value_pairs():
-    line = TextFormatter().format(record("queued", "empath.smtp", queue_id="Q1", sender="", client="127.0.0.1"))
+    line = TextFormatter().format(record("queued", "empath.smtp", queue_id="Q1", client="127.0.0.1", **{"from": ""}))
     stamp, level, logger, rest = line.split(" ", 3)
     assert stamp.endswith("Z") and level == "info" and logger == "empath.smtp"
     # An empty value is quoted, so the pairs still parse.
-    assert rest == 'queued queue_id=Q1 sender="" client=127.0.0.1'
+    assert rest == 'queued queue_id=Q1 client=127.0.0.1 from=""'
 
 
 def test_text_delivery_line_reads_like_postfix():
@@ -48,7 +49,7 @@ def test_text_delivery_line_reads_like_postfix():
 
 
 def test_text_delivery_line_of_a_local_failure():
-    fields = {**DELIVERY, "relay": "none", "result": "deferred", "code": None, "status": "4.4.1"}
+    fields = {**DELIVERY, "relay": "none", "status": "deferred", "code": None, "dsn": "4.4.1"}
     fields.update(reply="connect: cannot connect:\nrefused", next_attempt=300)
     line = TextFormatter().format(record("delivery", level=logging.WARNING, **fields))
     assert "\n" not in line
@@ -57,13 +58,13 @@ def test_text_delivery_line_of_a_local_failure():
 
 
 def test_an_event_named_delivery_elsewhere_is_not_rewritten():
-    line = TextFormatter().format(record("delivery", "empath.other", recipient="a@b.test"))
-    assert line.endswith("delivery recipient=a@b.test")
+    line = TextFormatter().format(record("delivery", "empath.other", to="a@b.test"))
+    assert line.endswith("delivery to=a@b.test")
 
 
 def test_text_reject_line_reads_like_postfix():
-    fields = dict(command="RCPT", client="192.0.2.1", code=554, status="5.7.1", reply="Relay access denied")
-    fields |= dict(helo="evil.test", sender="a@far.test", recipient="x@else.test", user=None, listener="smtp@[::]:25")
+    fields = dict(command="RCPT", client="192.0.2.1", code=554, dsn="5.7.1", reply="Relay access denied")
+    fields |= {"helo": "evil.test", "from": "a@far.test", "to": "x@else.test", "user": None, "listener": "smtp@[::]:25"}
     line = TextFormatter().format(record("reject", "empath.smtp", **fields, trace_id="5f0c"))
     assert line.split(" ", 3)[3] == (
         "reject RCPT from unknown[192.0.2.1]: 554 5.7.1 Relay access denied;"
@@ -156,3 +157,32 @@ def test_text_audit_line_is_marked():
 
 def test_levels_are_the_config_names():
     assert list(log.LEVELS) == ["debug", "info", "warning", "error"]
+
+
+@pytest.mark.parametrize(
+    ("name", "logger", "fields"),
+    [
+        ("delivery", "empath.delivery", DELIVERY),
+        (
+            "reject",
+            "empath.smtp",
+            {
+                "command": "RCPT",
+                "client": "192.0.2.1",
+                "code": 554,
+                "dsn": "5.7.1",
+                "reply": "Relay access denied",
+                "helo": "h.test",
+                "from": "a@b.test",
+                "to": "x@y.test",
+                "listener": "smtp@[::]:25",
+            },
+        ),
+    ],
+)
+def test_the_two_formats_use_one_vocabulary(name, logger, fields):
+    # Every name the text line shows (to=, dsn=, status=, from=, …) is a field of the JSON line.
+    text = TextFormatter().format(record(name, logger, **fields))
+    data = json.loads(JsonFormatter().format(record(name, logger, **fields)))
+    shown = set(re.findall(r" ([a-z_]+)=", text))
+    assert shown and shown <= set(data), shown - set(data)

@@ -28,7 +28,7 @@ SNAP = Snapshot(
         Backlog("slow.example", 9, 3700, "421 4.7.0 too many connections from your IP", "open"),
         Backlog("fine.example", 2, 65, None, "closed"),
     ],
-    recent=[Finished(NOW - 3, State.BOUNCED, "01ABCDEFGHJKMNPQ", "nobody@x.example", "relay=mx status=5.1.1 550 no")],
+    recent=[Finished(NOW - 3, State.BOUNCED, "01ABCDEFGHJKMNPQ", "nobody@x.example", "relay=mx dsn=5.1.1 550 no")],
 )
 
 

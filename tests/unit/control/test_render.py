@@ -125,7 +125,7 @@ def test_format_show(db):
     assert "  <x@one.test>  held, 1 attempt, next attempt " in text
     assert "      on hold (empathctl queue release) (from mx.one.test)\n" in text
     assert "  <y@two.test>  held, 0 attempts" in text
-    assert "deferred <x@one.test>: relay=mx.one.test status=4.3.0 451 4.3.0 later" in text
+    assert "deferred <x@one.test>: relay=mx.one.test dsn=4.3.0 451 4.3.0 later" in text
     assert "operator: held by the operator" in text
     assert text.endswith("Message (26 bytes):\nSubject: hi\n\nbody line\n")
     admin.delete(db, [queue_id], NOW)
