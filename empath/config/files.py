@@ -7,6 +7,7 @@ that own other files: plug-ins, DKIM keys, the control socket's tokens.)
 import ssl
 from pathlib import Path
 
+from empath import recipients
 from empath.config.model import Config
 
 
@@ -31,6 +32,12 @@ def check_files(config: Config) -> list[tuple[str, str]]:
             read_password(config.smarthost.password_file)
         except ValueError as exc:
             problems.append(("smarthost.password_file", str(exc)))
+    for domain, policy in config.domains.items():
+        if policy.recipients is not None:
+            try:
+                recipients.Table(policy.recipients)
+            except recipients.RecipientsFileError as exc:
+                problems.append((f"domains.{domain}.recipients", str(exc)))
     if config.delivery.tls_ca_file is not None:
         try:
             ssl.create_default_context(cafile=str(config.delivery.tls_ca_file))

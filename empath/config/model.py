@@ -33,6 +33,8 @@ class DomainPolicy:
     rate: float = 0.0  # messages per second; 0: no limit
     breaker_failures: int = 5  # consecutive connection-level failures that open the breaker
     breaker_cooldown: float = 300.0  # how long an open breaker defers before one probe
+    # A local domain's table of valid recipients (empath/recipients.py); None: every address.
+    recipients: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,7 @@ def _smarthost(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], P
     return Smarthost(hosts, username, password_file, tls)
 
 
-def _domains(r: Reader, doc: dict, delivery: Delivery) -> dict[Domain, DomainPolicy]:
+def _domains(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Path]) -> dict[Domain, DomainPolicy]:
     raw = doc.get("domains", {})
     if not isinstance(raw, dict):
         r.problem("domains", 'must be tables such as [domains."example.org"]')
@@ -256,8 +256,8 @@ def _domains(r: Reader, doc: dict, delivery: Delivery) -> dict[Domain, DomainPol
             r.problem(where, "must be a table")
             continue
         for key in table:
-            if key not in _POLICY_KEYS | {"route"}:
-                r.problem(f"{where}.{key}", unknown(key, _POLICY_KEYS | {"route"}))
+            if key not in _POLICY_KEYS | {"route", "recipients"}:
+                r.problem(f"{where}.{key}", unknown(key, _POLICY_KEYS | {"route", "recipients"}))
         try:
             domain = values.domain(name)
         except ValueError as exc:
@@ -267,8 +267,15 @@ def _domains(r: Reader, doc: dict, delivery: Delivery) -> dict[Domain, DomainPol
             r.problem(where, "the same domain is configured twice")
         policy = _policy(r, table, where, delivery.defaults)
         route = r.get(table, "route", (), values.hops(delivery.port), f"{where}.route")
+        recipients = r.get(table, "recipients", None, path, f"{where}.recipients")
         result[domain] = DomainPolicy(
-            route, policy.tls, policy.concurrency, policy.rate, policy.breaker_failures, policy.breaker_cooldown
+            route,
+            policy.tls,
+            policy.concurrency,
+            policy.rate,
+            policy.breaker_failures,
+            policy.breaker_cooldown,
+            recipients,
         )
     return result
 
@@ -467,13 +474,17 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         queue=_queue(r, doc),
         delivery=delivery,
         smarthost=_smarthost(r, doc, delivery, path),
-        domains=_domains(r, doc, delivery),
+        domains=_domains(r, doc, delivery, path),
         metrics_address=metrics_address,
         smtp_processes=smtp_processes,
         plugins=plugins,
         control=_control(r, doc, path),
         dkim=_dkim(r, doc, path),
     )
+    for domain, policy in config.domains.items():
+        if policy.recipients is not None and domain not in config.local_domains:
+            # Mail for other domains is relayed for our own clients only: who exists there is not ours to say.
+            r.problem(f"domains.{domain}.recipients", "only a domain in relay.local_domains has a recipients table")
     if r.problems:
         raise ConfigError(r.problems)
     return config

@@ -75,6 +75,8 @@ class Policy:
     tls_available: bool = False
     auth_available: bool = False
     storage_available: Callable[[int], bool] = lambda size: True
+    # Is the address in its local domain's recipients table? None: the domain has none (all exist).
+    recipient_exists: Callable[[str, str], bool | None] = lambda address, domain: None
 
     @property
     def postmaster_domain(self) -> Domain:
@@ -443,6 +445,8 @@ class Machine:
         else:
             assert rcpt.path.mailbox is not None
             address, domain = rcpt.path.mailbox.address, rcpt.path.mailbox.domain
+        if not rcpt.path.postmaster and self.policy.recipient_exists(address, domain) is False:
+            return self._fail(replies.UNKNOWN_RECIPIENT)  # not 250 and a bounce later: no backscatter
         recipients = self.transaction.recipients
         if any(r.address == address for r in recipients):
             return Step((replies.RECIPIENT_OK,))

@@ -125,6 +125,7 @@ QUEUE_FAILURE = Reply(451, "4.3.0", "Temporary failure queueing the message, try
 
 # Plug-ins (empath/plugins): a rejection keeps the plug-in's code, status and text.
 PLUGIN_REJECTION = Reply(550, "5.7.1", "Rejected by local policy")
+UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "Recipient address rejected: user unknown here")
 PLUGIN_FAILURE = Reply(451, "4.3.0", "Temporary local problem checking this, try again later")
 
 # STARTTLS

@@ -15,6 +15,7 @@ import gevent.lock
 import gevent.pool
 from gevent.server import StreamServer
 
+from empath import recipients
 from empath.config import Config, Listener
 from empath.log import event
 from empath.metrics import Metrics
@@ -80,6 +81,12 @@ class SmtpServer:
         self.tls_context = tls_context(self.config)
         if self.config.users_file is not None:
             self.users = Users(self.config.users_file)
+        self.recipients = _recipient_tables(self.config)
+
+    def recipient_exists(self, address: str, domain: str) -> bool | None:
+        """Is ``address`` in its domain's recipients table? None: the domain has none."""
+        table = self.recipients.get(domain)
+        return None if table is None else table.has(address)
 
     def is_trusted(self, address: str) -> bool:
         return is_trusted(address, self.config.trusted_networks)
@@ -121,6 +128,7 @@ class SmtpServer:
             tls_available=self.tls_context is not None,
             auth_available=self.users is not None,
             storage_available=self.storage_available,
+            recipient_exists=self.recipient_exists,
         )
 
     def adopt_listeners(self) -> None:
@@ -229,6 +237,7 @@ class SmtpServer:
         self.tls_context = tls_context(config)
         if config.users_file != (self.users.path if self.users is not None else None):
             self.users = Users(config.users_file) if config.users_file is not None else None
+        self.recipients = _recipient_tables(config)
         for listening in self.listening:
             listening.policy = self.policy(listening.listener)
 
@@ -270,6 +279,15 @@ class SmtpServer:
             "stressed": session.stressed,
             "auth_failures": self.anvil.auth_failures(session.client, now, window),  # the address's, lately
         }
+
+
+def _recipient_tables(config: Config) -> dict[str, recipients.Table]:
+    """The recipients table of each local domain that has one (read now: --check read them first)."""
+    return {
+        domain: recipients.Table(policy.recipients)
+        for domain, policy in config.domains.items()
+        if policy.recipients is not None
+    }
 
 
 def _count_down(counter: Counter, key: str) -> None:

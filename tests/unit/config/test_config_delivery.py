@@ -149,6 +149,12 @@ BAD = {
         "unknown key; did you mean password_file?",
     ),
     # [domains."..."]
+    "a recipients table for a domain not ours": (
+        '[domains."a.example"]\nrecipients = "valid"\n',
+        "domains.a.example.recipients",
+        "recipients",
+        "only a domain in relay.local_domains has a recipients table",
+    ),
     "unknown domain key": (
         '[domains."a.example"]\nroutes = ["mx.a.example"]\n',
         "domains.a.example.routes",
@@ -401,3 +407,16 @@ def test_check_files_tls_ca_file(tmp_path, certs):
     assert problem.startswith(f"delivery.tls_ca_file: cannot load {ca}: ")
     ca.write_bytes(certs.ca_pem.read_bytes())
     assert said(check_files(config)) == []
+
+
+def test_check_files_reads_each_recipients_table(tmp_path):
+    text = GOOD + '[relay]\nlocal_domains = ["office.test"]\n[domains."office.test"]\nrecipients = "valid"\n'
+    config = check(text, tmp_path / "empath.toml")
+    assert config.domains["office.test"].recipients == tmp_path / "valid"
+    [problem] = said(check_files(config))
+    assert problem.startswith(f"domains.office.test.recipients: {tmp_path / 'valid'}: ")
+    (tmp_path / "valid").write_text("alice@office.test\nnot an address\n")
+    [problem] = said(check_files(config))
+    assert "line 2: 'not' is not an address" in problem
+    (tmp_path / "valid").write_text("alice@office.test\n@lists.office.test\n")
+    assert check_files(config) == []

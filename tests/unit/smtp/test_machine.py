@@ -885,3 +885,22 @@ def test_a_client_blocked_for_its_password_guesses_gets_421_and_no_check():
     say(m, "EHLO client.test")
     assert say(m, "AUTH PLAIN " + b64("\0alice\0guess")).action is Action.CHECK_AUTH
     assert_reply(m.auth_blocked(), replies.AUTH_BLOCKED, Action.CLOSE)
+
+
+def test_a_recipient_its_domain_s_table_does_not_list_is_refused_at_rcpt():
+    table = {"known@example.test"}
+    m = ready(make())
+    m.policy = replace(
+        m.policy, recipient_exists=lambda address, domain: address in table if domain == "example.test" else None
+    )
+    say(m, "MAIL FROM:<victim@far.test>")
+    assert_reply(say(m, "RCPT TO:<nosuch@example.test>"), replies.UNKNOWN_RECIPIENT)
+    assert key(replies.UNKNOWN_RECIPIENT) == (550, "5.1.1")
+    assert_reply(say(m, "RCPT TO:<known@example.test>"), replies.RECIPIENT_OK)
+    assert_reply(say(m, "RCPT TO:<anyone@other.test>"), replies.RECIPIENT_OK)  # no table: everyone exists
+    assert_reply(say(m, "RCPT TO:<Postmaster>"), replies.RECIPIENT_OK)  # RFC 5321 §4.5.1: always
+    assert [r.address for r in m.transaction.recipients] == [
+        "known@example.test",
+        "anyone@other.test",
+        "postmaster@example.test",
+    ]
