@@ -4,7 +4,7 @@ Code logs an event name and fields: ``event(log, "queued", queue_id=..., size=..
 The text form reads ``queued queue_id=... size=...``; the JSON form is one
 object per line with ``time``, ``level``, ``logger``, ``event`` and the fields.
 The same thing always has the same field name (docs/logging.md lists them);
-the delivery event's text form reads like Postfix's.
+the delivery and reject events' text forms read like Postfix's lines.
 
 ``audit(name, ...)`` writes a marked event (``audit=true``, logger
 ``empath.audit``) that no log level hides: AUTH outcomes, control actions,

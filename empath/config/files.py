@@ -1,6 +1,6 @@
 """Checks of the files a config names that the config itself can make: the TLS
 pair loads, the users file and the log's directory exist, the smarthost's
-password file and the CA file read. (The daemon adds the checks of the parts
+password file, the CA file and each local domain's recipients table read. (The daemon adds the checks of the parts
 that own other files: plug-ins, DKIM keys, the control socket's tokens.)
 """
 

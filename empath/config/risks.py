@@ -1,8 +1,8 @@
 """Settings that are valid but expose the office: ``--check`` warns of them (exit 0),
 and the daemon logs them at start and at every reload.
 
-Pure: it reads the Config. Each warning is (the key, what the risk is), for
-reader.located to put the key's line to.
+``risks`` is pure: it reads the Config. Each warning is (the key, what the risk
+is); ``warnings`` reads the config file for reader.located to put the key's line to.
 """
 
 import ipaddress

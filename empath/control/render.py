@@ -30,8 +30,9 @@ def format_time(at: float) -> str:
 
 def format_list(rows: list[dict[str, Any]]) -> str:
     """Postfix's mailq layout (pure): ``*`` after the id marks a message being
-    delivered, ``!`` one on hold; each reason for deferral once, in parentheses,
-    above the recipients it holds back. Recipients already done are not shown."""
+    delivered, ``!`` one on hold; each reason once, in parentheses, above the
+    recipients it holds back: why the last attempt failed, or, not tried yet, what
+    holds it (a rate limit, a breaker, a pause). Recipients already done are not shown."""
     if not rows:
         return "Mail queue is empty\n"
     out = ["-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------"]

@@ -161,14 +161,13 @@ class Courier:
             envid=message.envid,
         )
         last: SmtpError | None = None
-        last_at = ""  # the next hop that failed last: which of several is down
         connected = None
         for candidate in candidates:
             connected = False
             try:
                 conn = self._connection(route, candidate)
             except SmtpError as exc:
-                last, last_at = exc, str(candidate)
+                last = exc
                 continue
             connected = True
             try:
@@ -183,7 +182,7 @@ class Courier:
                         conn = self._connection(route, candidate)
             except SmtpError as exc:
                 conn.quit()  # QUIT if the session still works (a refusal); else just close
-                last, last_at = exc, str(conn)
+                last = exc
                 if exc.step in CONNECTION_STEPS:
                     connected = False  # the new connection after a stale one failed
                     continue
@@ -204,7 +203,7 @@ class Courier:
             recipients,
             State.DEFERRED,
             last.status if not last.permanent else "4.4.1",
-            f"{last.step}: {last_at}: {last.diagnostic}",
+            f"{last.step}: {candidate}: {last.diagnostic}",  # the last tried: which of several is down
             connected,
         )
 

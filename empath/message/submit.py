@@ -137,7 +137,7 @@ def compose(
         header, envelope.sender, queue_id, hostname, now
     )
     # Signing needs the message whole: a copy, for our own users' mail only.
-    signing = dkim.sign(head + data.read(), config.dkim) if may_sign(config, origin) else dkim.Signing()
+    signing = dkim.sign(b"".join([head, *data.pieces()]), config.dkim) if may_sign(config, origin) else dkim.Signing()
     head = signing.fields + head
     events = [("received", origin.describe())]
     events += [("dkim", f"signed: d={k.domain} s={k.selector} a={k.algorithm}") for k in signing.signed]

@@ -447,8 +447,9 @@ def restore(config: Config, archive: Path, force_stop: bool = False, stop_timeou
 
     Refuses while a daemon holds the data directory, unless ``force_stop``:
     then the daemon is sent SIGTERM and its lock awaited. The replaced files
-    are kept as ``queue.sqlite3.replaced-STAMP``; the archived config and
-    users file are written as ``*.restored`` next to the data, not installed.
+    are kept as ``queue.sqlite3.replaced-STAMP``. Each archived file the config
+    names and lacks is installed where it names it; the config, and a named file
+    that differs here, are written as ``*.restored`` next to the data.
     """
     data_dir = config.data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -107,7 +107,7 @@ STREAM_BODY_OVER = 1 << 20
 
 def _insert_body(conn: sqlite3.Connection, queue_id: str, head: bytes, body: Spool) -> None:
     if len(body) <= STREAM_BODY_OVER:
-        conn.execute("INSERT INTO body (queue_id, data) VALUES (?, ?)", (queue_id, head + body.read()))
+        conn.execute("INSERT INTO body (queue_id, data) VALUES (?, ?)", (queue_id, b"".join([head, *body.pieces()])))
         return
     size = len(head) + len(body)
     row = conn.execute("INSERT INTO body (queue_id, data) VALUES (?, zeroblob(?))", (queue_id, size)).lastrowid

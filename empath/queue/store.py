@@ -33,7 +33,7 @@ import peewee
 from empath import threads
 from empath.queue import database
 from empath.queue.database import QueueError
-from empath.queue.insert import STREAM_BODY_OVER, NewMessage, insert
+from empath.queue.insert import NewMessage, insert
 from empath.queue.models import Recipient
 
 log = logging.getLogger("empath.queue")
@@ -55,6 +55,7 @@ class Write:
 # large messages arrive together, the first are committed and answered while the
 # rest wait, not all of them at the end, past their clients' commit_timeout.
 BATCH_BYTES = 64 << 20
+WITHDRAWN = "withdrawn: its writer stopped waiting"
 
 
 class Queue:
@@ -164,9 +165,9 @@ class Queue:
         is already committing, so that the client's 451 and the queue agree: its
         retry is not a second copy.
         """
-        # A large body is written on the database thread: SQLite copies it out to
-        # the WAL file as its page cache fills, and that disk time stays off the hub.
-        self._wait(Write(insert, (msg,), quick=msg.size <= STREAM_BODY_OVER, size=msg.size), withdraw=True)
+        # A body in a spool file is read and written on the database thread: the file
+        # reads and SQLite copying it out to the WAL as its page cache fills stay off the hub.
+        self._wait(Write(insert, (msg,), quick=not msg.body.spilled, size=msg.size), withdraw=True)
 
     def _wait(self, write: Write, withdraw: bool) -> Any:
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
@@ -280,9 +281,11 @@ class Queue:
         # Plain SQL savepoints: peewee's name each one with a fresh uuid4, Python time per write.
         conn.execute("SAVEPOINT write")
         try:
+            if write.abandoned:  # before its turn: its session may have let go of the spool meanwhile
+                raise QueueError(WITHDRAWN)
             value = write.fn(db, *write.args) if write.quick else threads.call(self._pool, write.fn, db, *write.args)
-            if write.abandoned:  # while it ran (a large body takes seconds)
-                raise QueueError("withdrawn: its writer stopped waiting")
+            if write.abandoned:  # while it ran (a large body takes seconds): undone
+                raise QueueError(WITHDRAWN)
         except Exception as exc:
             # SQLite itself may have rolled the whole transaction back (on
             # SQLITE_FULL, say): then nothing of the batch stands, and the

@@ -184,6 +184,11 @@ class Machine:
         self._auth = None  # a refused line ends an AUTH exchange, or the next command would be read as a response
         return self._fail(replies.LINE_TOO_LONG)
 
+    @property
+    def ours(self) -> bool:
+        """The office's own client: a trusted network or an authenticated user."""
+        return self.trusted or self.auth_user is not None
+
     def bare_lf(self) -> Step:
         self._auth = None
         return self._fail(replies.BARE_LF_IN_COMMAND)

@@ -12,7 +12,6 @@ and how the session ends, not how the dialogue goes.
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import ssl
 import time
@@ -32,7 +31,7 @@ from empath.plugins.api import Context, apply_headers, parse_headers
 from empath.plugins.loader import Plugins
 from empath.plugins.runner import PASS, Verdict
 from empath.queue import ids
-from empath.queue.database import QueueError, StorageFull
+from empath.queue.database import QueueError, StorageFull, classify
 from empath.queue.insert import NewMessage, NewRecipient
 from empath.queue.spool import Spool
 from empath.smtp import replies
@@ -44,7 +43,6 @@ from empath.smtp.replies import Reply
 from empath.users import Users, UsersFileError
 
 log = logging.getLogger("empath.smtp")
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Host(Protocol):
@@ -81,7 +79,8 @@ class Listening:
 
 
 class Shutdown(Exception):
-    """Raised into sessions still running when the grace period is over."""
+    """Raised into a session the server is stopping: at once when it waits for a command
+    with no transaction open, else when its transaction ends or the grace period is over."""
 
 
 class Session:
@@ -162,8 +161,7 @@ class Session:
     def _lenient(self) -> bool:
         """May a bare LF end this client's lines? The office's own (trusted networks,
         authenticated users, local programs) unless the listener is strict."""
-        machine = self.machine
-        return not self.listening.listener.strict_line_ends and (machine.trusted or machine.auth_user is not None)
+        return self.machine.ours and not self.listening.listener.strict_line_ends
 
     def end_when_idle(self) -> None:
         """The server is stopping: a session waiting for a command with no transaction
@@ -420,7 +418,8 @@ class Session:
                 break
         error = reader.error
         if error is None and spool.error is not None:
-            error = self._storage_failure(spool.error.errno in DISK_FULL, f"spool file: {spool.error}")
+            full = isinstance(classify(spool.error), StorageFull)  # the queue's own rule: ENOSPC, EDQUOT
+            error = self._storage_failure(full, f"spool file: {spool.error}")
         if error is None:
             self._spool = spool
         else:

@@ -12,6 +12,7 @@ import tarfile
 import threading
 from pathlib import Path
 
+from dkim_helpers import dns_lookup, keygen, verifies
 from dns_server import DnsServer
 from peer import Peer
 from support import ROOT, empathctl, free_port, send_message, wait_for
@@ -268,8 +269,6 @@ def test_a_restored_backup_on_a_new_machine_starts_and_delivers_signed(make_daem
     """Back up a daemon with queued mail; on a "new machine" (a config naming the same
     kinds of files at paths where nothing is yet: TLS pair, DKIM key, users, smarthost
     password) restore it, start, and the queued mail and new mail leave signed."""
-    from test_dkim_delivery import dns_lookup, keygen, verifies  # the DKIM test's helpers
-
     with Peer("127.0.0.11") as peer, DnsServer() as dns_server:
         old = make_daemon(**{'domains."remote.test"': {"route": [f"127.0.0.1:{free_port()}"]}})  # nowhere yet
         old.write_config()

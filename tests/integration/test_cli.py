@@ -110,7 +110,7 @@ def test_check_reports_files_the_config_names(make_daemon, tmp_path):
     path = daemon.write_config()
     result = empath("--config", str(path), "--check")
     assert result.returncode == 1
-    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("users_file"))
+    line = line_of(path.read_text(), "users_file")
     assert result.stderr.startswith(f"empath: auth.users_file (line {line}): {daemon.users_path} does not exist")
 
 

@@ -127,8 +127,12 @@ def test_a_message_whose_client_gave_up_is_never_committed_though_its_batch_is(q
     with queue._lock:  # the disk stalls: the first batch cannot begin
         first = gevent.spawn(queue.enqueue, new_message(1, 10))
         other = gevent.spawn(queue.write, queue_helpers.add, quick=True)  # a write that is never withdrawn
-        gevent.sleep(0.05)  # the first batch is taken; the second message waits behind it
-        second = gevent.spawn(queue.enqueue, new_message(2, 10))
+        for _ in range(1000):  # until the first batch is taken (its BEGIN waits for the lock) …
+            if not queue._pending:
+                break
+            gevent.sleep(0)
+        assert not queue._pending
+        second = gevent.spawn(queue.enqueue, new_message(2, 10))  # … and the second waits behind it
         gevent.joinall([first, other, second])
     queue.stop()
     assert all(isinstance(g.exception, QueueError) for g in (first, other, second))
