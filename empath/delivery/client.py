@@ -205,9 +205,13 @@ class Connection:
         sender, a lost connection or a 421. A refusal of DATA is the verdict
         of every recipient accepted at RCPT, as the reply after the dot is.
         """
-        self._check_fits(envelope, body)
         dsn = "DSN" in self.extensions
-        mail = f"MAIL FROM:<{envelope.sender}>{self._mail_params(envelope, dsn, body)}"
+        try:
+            # Both may read a large message from the queue (is it ASCII?), before anything is sent.
+            self._check_fits(envelope, body)
+            mail = f"MAIL FROM:<{envelope.sender}>{self._mail_params(envelope, dsn, body)}"
+        except Unreadable as exc:
+            raise SmtpError("MAIL", str(exc), status="4.3.0", elsewhere=False) from None
         rcpts = [f"RCPT TO:<{r.address}>{self._rcpt_params(r, dsn)}" for r in envelope.recipients]
         idle, self.idle = self.idle, False
         if "PIPELINING" in self.extensions:

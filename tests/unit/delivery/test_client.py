@@ -483,6 +483,21 @@ def test_a_body_that_cannot_be_read_to_its_end_is_never_ended(peer):
     assert peer.delivered == [] and len(peer.all_transactions) == 1
 
 
+def test_a_body_that_cannot_be_read_before_mail_is_a_deferral_not_a_crash(peer):
+    # Without 8BITMIME the client asks whether the body is ASCII, which reads a large one
+    # from the queue: deleted meanwhile, that is a temporary failure, raised as one.
+    peer.extensions = ["PIPELINING"]
+    conn = connect(peer)
+    with pytest.raises(SmtpError) as info:
+        conn.send(envelope(size=20), Pieces([b"Subject: x\r\n\r\n", b"part two\r\n"], fail_at=1))
+    error = info.value
+    assert (error.step, error.status, error.elsewhere) == ("MAIL", "4.3.0", False)
+    assert "deleted" in error.text and not conn.broken  # nothing was sent: the connection is still good
+    conn.quit()
+    peer.wait_until_idle()
+    assert peer.all_transactions == []
+
+
 # -- what the remote must offer -------------------------------------------------------------
 
 
