@@ -450,8 +450,11 @@ class Machine:
         else:
             assert rcpt.path.mailbox is not None
             address, domain = rcpt.path.mailbox.address, rcpt.path.mailbox.domain
-        if not rcpt.path.postmaster and self.policy.recipient_exists(address, domain) is False:
-            return self._fail(replies.UNKNOWN_RECIPIENT)  # not 250 and a bounce later: no backscatter
+            # Postmaster at a local domain is always taken (RFC 5321 §4.5.1); any other
+            # unknown recipient is refused now, not taken and bounced later: no backscatter.
+            postmaster = rcpt.path.mailbox.local.lower() == "postmaster"
+            if not postmaster and self.policy.recipient_exists(address, domain) is False:
+                return self._fail(replies.UNKNOWN_RECIPIENT)
         recipients = self.transaction.recipients
         if any(r.address == address for r in recipients):
             return Step((replies.RECIPIENT_OK,))

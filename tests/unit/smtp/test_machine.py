@@ -899,8 +899,10 @@ def test_a_recipient_its_domain_s_table_does_not_list_is_refused_at_rcpt():
     assert_reply(say(m, "RCPT TO:<known@example.test>"), replies.RECIPIENT_OK)
     assert_reply(say(m, "RCPT TO:<anyone@other.test>"), replies.RECIPIENT_OK)  # no table: everyone exists
     assert_reply(say(m, "RCPT TO:<Postmaster>"), replies.RECIPIENT_OK)  # RFC 5321 §4.5.1: always
+    assert_reply(say(m, "RCPT TO:<POSTMASTER@example.test>"), replies.RECIPIENT_OK)  # at a local domain too
     assert [r.address for r in m.transaction.recipients] == [
         "known@example.test",
         "anyone@other.test",
         "postmaster@example.test",
+        "POSTMASTER@example.test",
     ]
