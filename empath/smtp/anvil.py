@@ -7,6 +7,7 @@ addresses costs a fixed amount of memory (and forgetting one only lets it
 start afresh).
 """
 
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -51,7 +52,9 @@ class Anvil:
 
     def auth_failed(self, address: str, now: float, window: float) -> int:
         """Count a failed password; how many the address got wrong in the last ``window`` seconds."""
-        client = self._client(address, now, 0.0)
+        # Heard of first through a password, it has opened no connection through connect():
+        # its bucket starts full (connect() caps it at the burst), not empty.
+        client = self._client(address, now, math.inf)
         client.failures.append(now)
         return self.auth_failures(address, now, window)
 

@@ -47,3 +47,10 @@ def test_memory_is_bounded_and_the_stalest_address_is_forgotten():
     assert anvil.auth_failures("192.0.2.1", T + 2, window=60) == 0
     assert anvil.auth_failures("192.0.2.0", T + 2, window=60) == 1
     assert len(anvil._clients) == 3
+
+
+def test_a_password_failure_first_does_not_make_the_next_connection_too_fast():
+    # A trusted client is never rate-counted, so its first entry may come from AUTH.
+    anvil = Anvil()
+    anvil.auth_failed("192.0.2.1", T, window=60)
+    assert anvil.connect("192.0.2.1", T + 0.001, rate=1.0)
