@@ -81,7 +81,7 @@ class SmtpServer:
         self.tls_context = tls_context(self.config)
         if self.config.users_file is not None:
             self.users = Users(self.config.users_file)
-        self.recipients = _recipient_tables(self.config)
+        self.recipients = _recipient_tables(self.config, {})
 
     def recipient_exists(self, address: str, domain: str) -> bool | None:
         """Is ``address`` in its domain's recipients table? None: the domain has none."""
@@ -233,11 +233,13 @@ class SmtpServer:
 
     def reconfigure(self, config: Config) -> None:
         """Put a reloaded config in force for the sessions that start from now on."""
+        # First what may fail (a table read anew), so that a failure changes nothing.
+        tables = _recipient_tables(config, self.recipients)
         self.config = config
         self.tls_context = tls_context(config)
         if config.users_file != (self.users.path if self.users is not None else None):
             self.users = Users(config.users_file) if config.users_file is not None else None
-        self.recipients = _recipient_tables(config)
+        self.recipients = tables
         for listening in self.listening:
             listening.policy = self.policy(listening.listener)
 
@@ -281,10 +283,13 @@ class SmtpServer:
         }
 
 
-def _recipient_tables(config: Config) -> dict[str, recipients.Table]:
-    """The recipients table of each local domain that has one (read now: --check read them first)."""
+def _recipient_tables(config: Config, current: dict[str, recipients.Table]) -> dict[str, recipients.Table]:
+    """The recipients table of each local domain that has one: those of ``current`` whose
+    file is the same (each re-reads itself when it changes, keeping its last good table),
+    the others read now (--check read them first; RecipientsFileError if one went bad)."""
+    known = {table.path: table for table in current.values()}
     return {
-        domain: recipients.Table(policy.recipients)
+        domain: known.get(policy.recipients) or recipients.Table(policy.recipients)
         for domain, policy in config.domains.items()
         if policy.recipients is not None
     }
