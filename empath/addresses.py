@@ -7,6 +7,7 @@ control must look at (a source route, a domain literal, a quoted local part).
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 MAX_LOCAL_PART = 64
@@ -299,3 +300,36 @@ def parse_helo(text: str) -> str:
     if not word or len(word) > MAX_DOMAIN or any(ch <= " " or ch == "\x7f" for ch in word):
         raise AddressError("HELO needs one domain or address literal")
     return word
+
+
+def set_entry(text: str) -> str:
+    """An entry of an AddressSet, as a table file gives it: an address (lower case), or
+    ``@domain`` for every address of the domain; AddressError says why it is neither."""
+    try:
+        if text.startswith("@"):
+            return "@" + parse_domain(text[1:], utf8=True)
+        mailbox = parse_path(f"<{text}>", utf8=True).mailbox
+    except AddressError as exc:
+        raise AddressError(f"{text!r} is not an address or @domain ({exc})") from None
+    if mailbox is None:
+        raise AddressError(f"{text!r} is not an address or @domain")
+    return mailbox.address.lower()
+
+
+@dataclass(frozen=True)
+class AddressSet:
+    """Addresses, and domains whose every address is in the set; compared without regard to case."""
+
+    addresses: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, entries: Iterable[str]) -> "AddressSet":
+        """The set of ``entries`` (each from set_entry)."""
+        entries = list(entries)
+        domains = frozenset(e[1:] for e in entries if e.startswith("@"))
+        return cls(frozenset(e for e in entries if not e.startswith("@")), domains)
+
+    def has(self, address: str) -> bool:
+        address = address.lower()
+        return address in self.addresses or address.rpartition("@")[2] in self.domains

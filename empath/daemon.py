@@ -22,6 +22,7 @@ from empath.delivery.connections import ConnectionPool
 from empath.delivery.courier import Courier
 from empath.delivery.dns import Resolver
 from empath.delivery.scheduler import Scheduler
+from empath.delivery.verify import Verifier
 from empath.log import audit, event, set_level
 from empath.message import dkim
 from empath.metrics import Metrics
@@ -74,7 +75,8 @@ class Daemon:
         self.metrics = Metrics()
         self.scheduler = Scheduler(config, self.queue, courier, metrics=self.metrics)
         self.queue.on_commit = self.scheduler.wake
-        self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins)
+        self.verifier = Verifier(config, self.queue, self.resolver, self.pool, self.metrics)
+        self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins, verifier=self.verifier)
         self.helpers: HelperPool | None = None
         if config.smtp_processes > 1:
             self.helpers = self.server.helpers = HelperPool(
@@ -100,6 +102,7 @@ class Daemon:
             self.helpers.start()  # after the queue is open: they attach to it
         self.server.start()
         self.pool.start()
+        self.verifier.start()
         self.scheduler.start()
         self.control.serve()
         event(log, "started", version=__version__, pid=os.getpid(), data_dir=str(self.config.data_dir))
@@ -150,6 +153,7 @@ class Daemon:
         if helpers is not None:
             helpers.join()
         self.scheduler.stop(grace)
+        self.verifier.stop()
         self.control.stop()
         # Every session and delivery is done, so nothing waits on the group commit any more.
         self.queue.stop()

@@ -36,7 +36,15 @@ log = logging.getLogger("empath")
 
 # The counters a session updates: a helper process reports them to the daemon,
 # which serves them (smtp/procs/pool.py). Connections are counted by the daemon itself.
-SESSION_COUNTERS = ("commands_rejected", "messages_received", "received_bytes", "tls_handshakes", "auth", "queue_in")
+SESSION_COUNTERS = (
+    "commands_rejected",
+    "messages_received",
+    "received_bytes",
+    "tls_handshakes",
+    "auth",
+    "queue_in",
+    "recipient_verifications",
+)
 Counts = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 # What the queue holds: recipients by state and the oldest message's receipt time
 # (queue/stats.py); None while the queue is not open.
@@ -105,6 +113,12 @@ class Metrics:
             "empath_smtp_tls_handshakes_total", "Inbound TLS handshakes", ["result"], registry=r
         )
         self.auth = Counter("empath_smtp_auth_total", "AUTH attempts that checked a password", ["result"], registry=r)
+        self.recipient_verifications = Counter(
+            "empath_smtp_recipient_verifications_total",
+            "Recipients of domains verified by callout: answered from the cache or by asking the next hop",
+            ["source", "result"],
+            registry=r,
+        )
         self.stress = Gauge(
             "empath_smtp_stress", "1 while the strangers' connection slots are short (stress mode)", registry=r
         )

@@ -13,8 +13,11 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,6 +252,21 @@ class Daemon:
 
 
 EMPATHCTL = ROOT / ".venv" / "bin" / "empathctl"
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a daemon's /metrics (server.metrics_address on ``port``) by (name, labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def empathctl(daemon: Daemon, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """The empathctl verbs that talk to the daemon over the control socket.
 
 status, connections, stats, reload, log-level, domain set, breaker list|reset,
-pause, resume, queue list|show|delete|hold|release|retry. Each builds a
+pause, resume, verify, queue list|show|delete|hold|release|retry. Each builds a
 request, checks it with the daemon's own parser (so a bad id is refused
 before anything is sent), sends it, and prints the result as text
 (control/render.py) or, with ``--json``, as JSON. When no daemon runs, the
@@ -22,7 +22,19 @@ from empath.control.client import ControlError
 from empath.control.render import render
 from empath.queue.states import FILTER_STATES
 
-VERBS = ("status", "connections", "stats", "reload", "log-level", "domain", "breaker", "pause", "resume", "queue")
+VERBS = (
+    "status",
+    "connections",
+    "stats",
+    "reload",
+    "log-level",
+    "domain",
+    "breaker",
+    "pause",
+    "resume",
+    "verify",
+    "queue",
+)
 TARGET_HELP = "queue ids (16 characters each)"
 
 
@@ -52,6 +64,10 @@ def add_verbs(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     verb(breaker_verbs, "reset", "close a breaker; the mail it held back goes now").add_argument("destination")
     for name, text in (("pause", "stop delivering (all, or one domain); mail stays queued"), ("resume", "undo pause")):
         verb(verbs, name, text).add_argument("domain", nargs="?", help="only this recipient domain")
+    verify = verb(verbs, "verify", "would a RCPT to this address be taken, and on whose word (table, callout)")
+    verify.add_argument("address")
+    verify.add_argument("--ask", action="store_true", help="ask the next hop now, whatever is kept (callout)")
+    verify.add_argument("--forget", action="store_true", help="drop the answer kept: the next RCPT asks again")
     _add_queue(verbs, verb)
 
 
@@ -89,6 +105,8 @@ def _wire(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "domain-set", {"destination": args.destination, **_settings(args.settings)}
     if args.verb == "breaker":
         return f"breaker-{args.breaker_verb}", {"destination": args.destination} if args.breaker_verb == "reset" else {}
+    if args.verb == "verify":
+        return "verify", {"address": args.address} | {k: True for k in ("ask", "forget") if getattr(args, k)}
     if args.verb in ("pause", "resume"):
         return args.verb, {"domain": args.domain} if args.domain else {}
     if args.verb != "queue":

@@ -8,9 +8,10 @@ def main() -> int:
 
     monkey.patch_all()  # first thing, before anything imports socket or ssl
 
+    from empath.delivery.verify import standalone
     from empath.smtp.procs.child import main as run
 
-    return run(sys.argv[1:])
+    return run(sys.argv[1:], standalone)
 
 
 if __name__ == "__main__":

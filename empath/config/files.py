@@ -7,8 +7,9 @@ that own other files: plug-ins, DKIM keys, the control socket's tokens.)
 import ssl
 from pathlib import Path
 
-from empath import recipients
+from empath import recipients, senders
 from empath.config.model import Config
+from empath.watched import FileError
 
 
 def check_files(config: Config) -> list[tuple[str, str]]:
@@ -32,11 +33,16 @@ def check_files(config: Config) -> list[tuple[str, str]]:
             read_password(config.smarthost.password_file)
         except ValueError as exc:
             problems.append(("smarthost.password_file", str(exc)))
+    if config.senders_file is not None:
+        try:
+            senders.Senders(config.senders_file)
+        except FileError as exc:
+            problems.append(("auth.senders", str(exc)))
     for domain, policy in config.domains.items():
         if policy.recipients is not None:
             try:
                 recipients.Table(policy.recipients)
-            except recipients.RecipientsFileError as exc:
+            except FileError as exc:
                 problems.append((f"domains.{domain}.recipients", str(exc)))
     if config.delivery.tls_ca_file is not None:
         try:

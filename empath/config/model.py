@@ -35,6 +35,9 @@ class DomainPolicy:
     breaker_cooldown: float = 300.0  # how long an open breaker defers before one probe
     # A local domain's table of valid recipients (empath/recipients.py); None: every address.
     recipients: Path | None = None
+    # Ask the route's next hop whether a local domain's recipient exists before taking it
+    # (delivery/verify.py): Postfix's reject_unverified_recipient. Either this or a table.
+    callout: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class Listener:
     # A bare LF ends a line for trusted, authenticated and local clients unless this is set;
     # strangers always get 5xx and a hang-up (smtp/data.py).
     strict_line_ends: bool = False
+    # AUTH users may send only as the addresses they own (empath/senders.py); the config
+    # turns it on for submission and smtps unless told otherwise.
+    sender_ownership: bool = False
 
     @property
     def name(self) -> str:
@@ -124,6 +130,19 @@ class QueueSettings:
     min_free_space: int = 104857600
     max_size: int = 0  # 0: no limit but the disk
     commit_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Recipient verification by callout, and its cache in the queue database (Postfix's address_verify_*)."""
+
+    positive_expire: float = 31 * 86400.0  # address_verify_positive_expire_time
+    positive_refresh: float = 7 * 86400.0  # address_verify_positive_refresh_time: asked again, meanwhile still used
+    negative_expire: float = 3 * 86400.0  # address_verify_negative_expire_time
+    negative_refresh: float = 3 * 3600.0  # address_verify_negative_refresh_time
+    timeout: float = 10.0  # how long a RCPT waits for the next hop's answer before 450
+    concurrency: int = 10  # callouts at once, per process: what strangers can make us open
+    max_entries: int = 100_000  # answers kept; beyond, the oldest unknown addresses are forgotten first
 
 
 @dataclass(frozen=True)
@@ -193,6 +212,8 @@ class Config:
     plugins: tuple[PluginSpec, ...] = ()  # in config order
     control: ControlSettings = ControlSettings()
     dkim: tuple[DkimKey, ...] = ()  # signing keys, in config order
+    verification: Verification = Verification()
+    senders_file: Path | None = None  # who may send as whom (empath/senders.py); None: each login's own address
 
     def domain_policy(self, domain: Domain) -> DomainPolicy:
         return self.domains.get(domain, self.delivery.defaults)

@@ -29,6 +29,7 @@ from empath.config.model import (
     QueueSettings,
     Smarthost,
     Timeouts,
+    Verification,
 )
 from empath.config.reader import ConfigError, Reader, plain, tables, unknown
 
@@ -56,6 +57,7 @@ SECTIONS = (
     "plugins",
     "control",
     "dkim",
+    "verification",
 )
 
 
@@ -125,7 +127,7 @@ def _listeners(r: Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
     """The valid listeners, each with its index among the [[listeners]] tables."""
     result = []
     seen = set()
-    keys = ("address", "mode", "plugins", "strict_line_ends")
+    keys = ("address", "mode", "plugins", "strict_line_ends", "sender_ownership")
     for i, (where, entry) in enumerate(tables(r, doc, "listeners", keys, required=1)):
         if "address" not in entry:
             continue
@@ -133,18 +135,22 @@ def _listeners(r: Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
         mode = r.get(entry, "mode", "smtp", values.choice(MODES), f"{where}.mode")
         plugins = r.get(entry, "plugins", None, lambda v: tuple(values.string_list(v)), f"{where}.plugins")
         strict = r.get(entry, "strict_line_ends", False, values.boolean, f"{where}.strict_line_ends")
+        # Those who log in to send own their addresses; on port 25, AUTH is rare and the MX's own business.
+        owned = r.get(entry, "sender_ownership", mode != "smtp", values.boolean, f"{where}.sender_ownership")
         if host_port is None:
             continue
         if host_port in seen:
             r.problem(f"{where}.address", "the same address is listed twice")
         seen.add(host_port)
-        result.append((i, Listener(host_port[0], host_port[1], mode, plugins, strict)))
+        result.append((i, Listener(host_port[0], host_port[1], mode, plugins, strict, owned)))
     if plain(doc.get("listeners", [])) == []:
         r.problem("listeners", "at least one [[listeners]] entry is required")
     return tuple(result)
 
 
 _POLICY_KEYS = {"tls", "concurrency", "rate", "breaker_failures", "breaker_cooldown"}
+_DOMAIN_KEYS = {"route", "recipients", "verify"}
+VERIFY = ("none", "callout")
 
 
 def _policy(r: Reader, table: dict, where: str, base: DomainPolicy) -> DomainPolicy:
@@ -256,8 +262,8 @@ def _domains(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Pat
             r.problem(where, "must be a table")
             continue
         for key in table:
-            if key not in _POLICY_KEYS | {"route", "recipients"}:
-                r.problem(f"{where}.{key}", unknown(key, _POLICY_KEYS | {"route", "recipients"}))
+            if key not in _POLICY_KEYS | _DOMAIN_KEYS:
+                r.problem(f"{where}.{key}", unknown(key, _POLICY_KEYS | _DOMAIN_KEYS))
         try:
             domain = values.domain(name)
         except ValueError as exc:
@@ -268,6 +274,13 @@ def _domains(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Pat
         policy = _policy(r, table, where, delivery.defaults)
         route = r.get(table, "route", (), values.hops(delivery.port), f"{where}.route")
         recipients = r.get(table, "recipients", None, path, f"{where}.recipients")
+        verify = r.get(table, "verify", "none", values.choice(VERIFY), f"{where}.verify")
+        if verify == "callout" and recipients is not None:
+            r.problem(f"{where}.verify", "a domain is verified by its recipients table or by callout, not both")
+        if verify == "callout" and not route:
+            r.problem(
+                f"{where}.verify", "callout asks the domain's route: set route to the server that holds its mailboxes"
+            )
         result[domain] = DomainPolicy(
             route,
             policy.tls,
@@ -276,8 +289,31 @@ def _domains(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Pat
             policy.breaker_failures,
             policy.breaker_cooldown,
             recipients,
+            verify == "callout",
         )
     return result
+
+
+def _verification(r: Reader, doc: dict) -> Verification:
+    t = r.table(doc, "verification", {f.name for f in fields(Verification)})
+    d = Verification()
+
+    def get(key: str, convert: Callable[[Any], Any]) -> Any:
+        return r.get(t, key, getattr(d, key), convert, f"verification.{key}")
+
+    v = Verification(
+        positive_expire=get("positive_expire", values.positive_duration),
+        positive_refresh=get("positive_refresh", values.positive_duration),
+        negative_expire=get("negative_expire", values.positive_duration),
+        negative_refresh=get("negative_refresh", values.positive_duration),
+        timeout=get("timeout", values.at_least(values.duration, 1)),
+        concurrency=get("concurrency", values.integer(1)),
+        max_entries=get("max_entries", values.integer(1)),
+    )
+    for kind in ("positive", "negative"):
+        if getattr(v, f"{kind}_refresh") > getattr(v, f"{kind}_expire"):
+            r.problem(f"verification.{kind}_refresh", f"must not be longer than verification.{kind}_expire")
+    return v
 
 
 def _control(r: Reader, doc: dict, path: Callable[[Any], Path]) -> ControlSettings:
@@ -433,8 +469,11 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
     if (cert is None) != (key is None):
         r.problem("tls", "certificate and key must be given together")
 
-    auth = r.table(doc, "auth", {"users_file"})
+    auth = r.table(doc, "auth", {"users_file", "senders"})
     users_file = r.get(auth, "users_file", None, path, "auth.users_file")
+    senders_file = r.get(auth, "senders", None, path, "auth.senders")
+    if senders_file is not None and users_file is None:
+        r.problem("auth.senders", "says who may send as whom after AUTH, which needs auth.users_file")
 
     numbered = _listeners(r, doc)  # numbered as in the file, so a problem names the right table
     listeners = tuple(listener for _, listener in numbered)
@@ -480,11 +519,15 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         plugins=plugins,
         control=_control(r, doc, path),
         dkim=_dkim(r, doc, path),
+        verification=_verification(r, doc),
+        senders_file=senders_file,
     )
     for domain, policy in config.domains.items():
+        # Mail for other domains is relayed for our own clients only: who exists there is not ours to say.
         if policy.recipients is not None and domain not in config.local_domains:
-            # Mail for other domains is relayed for our own clients only: who exists there is not ours to say.
             r.problem(f"domains.{domain}.recipients", "only a domain in relay.local_domains has a recipients table")
+        if policy.callout and domain not in config.local_domains:
+            r.problem(f"domains.{domain}.verify", "only a domain in relay.local_domains is verified")
     if r.problems:
         raise ConfigError(r.problems)
     return config

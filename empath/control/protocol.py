@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from empath.addresses import AddressError, Domain
+from empath import addresses
+from empath.addresses import AddressError, Domain, EmailAddress
 from empath.config import values
 from empath.control.tokens import ADMIN, MAX_TOKEN, OPERATE, READ
 from empath.log import LEVELS
@@ -105,6 +106,17 @@ def _domain(value: Any) -> Domain:
         raise ValueError(f"is {_shown(text)}, not a domain name: {exc}") from None
 
 
+def _address(value: Any) -> EmailAddress:
+    text = _text(value, 320)
+    try:
+        mailbox = addresses.parse_path(f"<{text.strip('<>')}>", utf8=True).mailbox
+    except AddressError as exc:
+        raise ValueError(f"is {_shown(text)}, not an email address: {exc}") from None
+    if mailbox is None:
+        raise ValueError("must be an email address, not <>")
+    return mailbox.address
+
+
 def _state(value: Any) -> str:
     if value not in FILTER_STATES:
         raise ValueError(f"must be one of {', '.join(FILTER_STATES)}")
@@ -187,6 +199,8 @@ VERBS: dict[str, Verb] = {
         check=_some_limit,
     ),
     "log-level": Verb(OPERATE, {"level": _level}, required=("level",)),
+    # Asking the next hop, or forgetting its answer, acts; looking up does not.
+    "verify": Verb(READ, {"address": _address, "ask": _bool, "forget": _bool}, required=("address",)),
     "reload": Verb(ADMIN),
 }
 
@@ -195,6 +209,8 @@ def scope_of(request: "Request") -> str:
     """The scope a request needs: its verb's, but the text of the mail itself
     (``queue show --body``) is more than a read token's look at the queue."""
     if request.verb == "queue-show" and request.args.get("body"):
+        return OPERATE
+    if request.verb == "verify" and (request.args.get("ask") or request.args.get("forget")):
         return OPERATE
     return VERBS[request.verb].scope
 

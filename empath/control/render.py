@@ -236,6 +236,27 @@ def _paused(r: dict[str, Any]) -> str:
     return f"delivery: {text}\n" + (f"due now: the mail of {', '.join(retried)}\n" if retried else "")
 
 
+def _verify(r: dict[str, Any]) -> str:
+    """``bob@office.test: exists (callout, kept 2h 5m: mx[10.0.0.5]:25 said: 250 2.1.5 Ok)``."""
+    address, way, result = r["address"], r["way"], r["result"]
+    forgot = {True: "answer kept forgotten; ", False: "no answer was kept; ", None: ""}[r.get("forgot")]
+    if way == "relayed":
+        why = f"{r['domain']} is not a local domain: its recipients are not ours to verify (relayed for our clients)"
+        return f"{address}: {why}\n"
+    if way == "postmaster":
+        return f"{address}: exists (postmaster is always taken, RFC 5321 §4.5.1)\n"
+    if way == "table":
+        return f"{address}: {result} (recipients table {r['table']})\n"
+    if way == "none":
+        return f"{address}: exists ({r['domain']} is not verified: every address is taken)\n"
+    if r["source"] == "callout":
+        return f"{address}: {result} ({forgot}asked now: {r['reply']})\n"
+    if result is None:
+        return f"{address}: not known yet ({forgot}{r['source']}: the next RCPT asks the next hop)\n"
+    refresh = ", asked again at the next RCPT" if r["refresh_due"] else ""
+    return f"{address}: {result} (callout answer kept {format_age(r['age'])}{refresh}: {r['reply']})\n"
+
+
 _RENDERERS: dict[str, Callable[[Any], str]] = {
     "status": _status,
     "connections": _connections,
@@ -249,4 +270,5 @@ _RENDERERS: dict[str, Callable[[Any], str]] = {
     "breaker-reset": lambda r: f"breaker of {r['destination']}: closed (was {r['was']})\n",
     "pause": _paused,
     "resume": _paused,
+    "verify": _verify,
 }

@@ -19,6 +19,7 @@ from empath.control.queue_verbs import QueueVerbs
 from empath.control.reload import ReloadRefused
 from empath.delivery.routing import SMARTHOST, route_for
 from empath.delivery.scheduler import Scheduler
+from empath.delivery.verify import Verifier
 from empath.metrics import Metrics
 from empath.queue import stats
 from empath.queue.states import WAITING
@@ -36,6 +37,7 @@ class Running(Protocol):
     queue: Queue
     scheduler: Scheduler
     server: SmtpServer
+    verifier: Verifier
     helpers: HelperPool | None
     metrics: Metrics
 
@@ -74,6 +76,7 @@ class DaemonVerbs:
             "breaker-reset": self.breaker_reset,
             "pause": self.pause,
             "resume": self.resume,
+            "verify": self.verify,
             **queue.handlers(),
         }
 
@@ -185,3 +188,26 @@ class DaemonVerbs:
         return {"resumed": domain or "all", "paused": s.paused_all, "paused_domains": sorted(s.paused_domains)} | (
             {"retried_domains": resumed} if resumed else {}
         )
+
+    def verify(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Would a RCPT to this address be taken, and on whose word (sendmail -bv, postmap -q)?"""
+        d = self.daemon
+        address = args["address"]
+        domain = address.domain
+        shown = {"address": address, "domain": domain}
+        if domain not in d.config.local_domains:
+            return shown | {"way": "relayed", "result": None}
+        if address.local.lower() == "postmaster":
+            return shown | {"way": "postmaster", "result": "exists"}
+        table = d.server.recipients.get(domain)
+        if table is not None:
+            return shown | {"way": "table", "table": str(table.path), "result": _exists(table.has(address))}
+        if not d.config.domain_policy(domain).callout:
+            return shown | {"way": "none", "result": "exists"}
+        forgot = d.verifier.forget(address) if args.get("forget") else None
+        found = d.verifier.describe(address, ask=bool(args.get("ask")))
+        return shown | {"way": "callout"} | found | ({"forgot": forgot} if forgot is not None else {})
+
+
+def _exists(found: bool) -> str:
+    return "exists" if found else "unknown"

@@ -215,14 +215,7 @@ class Connection:
         rcpts = [f"RCPT TO:<{r.address}>{self._rcpt_params(r, dsn)}" for r in envelope.recipients]
         idle, self.idle = self.idle, False
         if "PIPELINING" in self.extensions:
-            # RSET may lead a pipelined group (RFC 2920 §3.1): checking an idle
-            # connection costs no round trip of its own.
-            lines = ["RSET"] * idle + [mail, *rcpts, "DATA"]
-            group = "".join(line + "\r\n" for line in lines).encode("utf-8")
-            if idle:
-                self._check_alive(group)
-            else:
-                self.write("MAIL", group, self.timeouts.command)
+            self._pipeline(idle, [mail, *rcpts, "DATA"])
             mail_reply = self.read_reply("MAIL", self.timeouts.command)
             rcpt_replies = [self.read_reply("RCPT", self.timeouts.command) for _ in rcpts]
             data_reply = self.read_reply("DATA", self.timeouts.command)
@@ -262,6 +255,32 @@ class Connection:
             for r, reply in zip(envelope.recipients, rcpt_replies, strict=True)
         }
 
+    def probe(self, address: EmailAddress) -> Reply:
+        """A callout: MAIL FROM:<>, RCPT TO:<address>, RSET. The remote's reply to RCPT
+        says whether it takes mail for ``address``; nothing is sent. SmtpError if the
+        null sender is refused or the session fails; Stale as for send()."""
+        idle, self.idle = self.idle, False
+        utf8 = " SMTPUTF8" if not address.isascii() and "SMTPUTF8" in self.extensions else ""
+        if not address.isascii() and not utf8:
+            raise SmtpError("MAIL", "the address needs SMTPUTF8, which the remote does not offer", status="5.6.7")
+        mail, rcpt = f"MAIL FROM:<>{utf8}", f"RCPT TO:<{address}>"
+        if "PIPELINING" in self.extensions:
+            self._pipeline(idle, [mail, rcpt, "RSET"])  # the RSET that ends it too: one round trip
+            mail_reply = self.read_reply("MAIL", self.timeouts.command)
+            rcpt_reply = self.read_reply("RCPT", self.timeouts.command)
+            reset = self.read_reply("RSET", self.timeouts.command).ok
+        else:
+            if idle:
+                self._check_alive(b"RSET\r\n")
+            mail_reply = self.command("MAIL", mail)
+            rcpt_reply = self.command("RCPT", rcpt) if mail_reply.ok else mail_reply
+            reset = self.reset()
+        if not reset:
+            self.broken = True  # not to be pooled: the next transaction would find it in a mess
+        if not mail_reply.ok:
+            raise SmtpError("MAIL", "the remote refused the null sender", mail_reply)
+        return rcpt_reply
+
     def _write_body(self, body: Content) -> None:
         """The message, a piece at a time as it is read, each within the command timeout."""
         encoder = wire.Encoder()
@@ -283,6 +302,15 @@ class Connection:
             return self.command("RSET", "RSET").ok
         except SmtpError:
             return False
+
+    def _pipeline(self, idle: bool, lines: list[str]) -> None:
+        """Send ``lines`` as one pipelined group, led by RSET on an idle connection (RFC 2920
+        §3.1 lets it lead): checking the connection costs no round trip of its own."""
+        group = "".join(line + "\r\n" for line in ["RSET"] * idle + lines).encode("utf-8")
+        if idle:
+            self._check_alive(group)
+        else:
+            self.write("MAIL", group, self.timeouts.command)
 
     def _check_alive(self, data: bytes) -> None:
         """Send ``data`` (RSET alone, or RSET leading a pipelined group), then

@@ -11,7 +11,9 @@ import functools
 import ipaddress
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from empath.addresses import EmailAddress
 from empath.config import Config
@@ -31,6 +33,7 @@ from empath.smtp.replies import Reply
 
 # The steps before a transaction: failing one says nothing about the message.
 CONNECTION_STEPS = ("connect", "greeting", "EHLO", "HELO", "STARTTLS", "AUTH")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Courier:
         pool: ConnectionPool,
         credentials: tuple[str, str] | None = None,
         plugins: Plugins | None = None,
+        timeouts: client.ClientTimeouts | None = None,
     ):
         self.config = config
         self.resolver = resolver
@@ -106,7 +110,7 @@ class Courier:
         self.credentials = credentials
         self.plugins = plugins or Plugins()
         d = config.delivery
-        self.timeouts = client.ClientTimeouts(d.connect_timeout, d.command_timeout, d.data_timeout)
+        self.timeouts = timeouts or client.ClientTimeouts(d.connect_timeout, d.command_timeout, d.data_timeout)
         self.contexts = tls_contexts(str(d.tls_ca_file) if d.tls_ca_file else None)
         self.own = {(ln.host, ln.port) for ln in config.listeners}
 
@@ -163,36 +167,20 @@ class Courier:
         last: SmtpError | None = None
         connected = None
         for candidate in candidates:
-            connected = False
             try:
-                conn = self._connection(route, candidate)
+                conn, replies = self._on_connection(route, candidate, lambda c: c.send(envelope, body))
             except SmtpError as exc:
                 last = exc
-                continue
-            connected = True
-            try:
-                while True:
-                    try:
-                        replies = conn.send(envelope, body)
-                        break
-                    except client.Stale:
-                        # The remote closed the idle connection meanwhile; nothing
-                        # of this transaction was taken. The next idle one, or a new one.
-                        self.pool.discard_stale(conn)
-                        conn = self._connection(route, candidate)
-            except SmtpError as exc:
-                conn.quit()  # QUIT if the session still works (a refusal); else just close
-                last = exc
-                if exc.step in CONNECTION_STEPS:
-                    connected = False  # the new connection after a stale one failed
+                connected = exc.step not in CONNECTION_STEPS
+                if not connected:
                     continue
                 if exc.permanent:
-                    return self._all(recipients, State.BOUNCED, exc.status, exc.diagnostic, True, str(conn))
+                    return self._all(recipients, State.BOUNCED, exc.status, exc.diagnostic, True, str(candidate))
                 if exc.elsewhere:
                     continue
                 # Without a reply from the remote, say which step failed ("end of data: timeout ...").
                 why = exc.diagnostic if exc.reply else f"{exc.step}: {exc.text}"
-                return self._all(recipients, State.DEFERRED, exc.status, why, True, str(conn))
+                return self._all(recipients, State.DEFERRED, exc.status, why, True, str(candidate))
             self.pool.give(self._key(route, candidate), conn)
             dsn = "DSN" in conn.extensions
             verdicts = tuple(self._verdict(r, replies[r.address], conn, dsn) for r in recipients)
@@ -264,6 +252,36 @@ class Courier:
     def _key(self, route: Route, c: Candidate) -> tuple[str, int, str, str]:
         user = self.credentials[0] if route.smarthost and self.credentials else ""
         return (c.address, c.port, route.tls, user)
+
+    def ask(self, route: Route, address: EmailAddress) -> tuple[Reply, str]:
+        """A callout: does the route's next hop take mail for ``address``? Its reply to
+        RCPT, and the host that gave it. SmtpError (DnsError, Loop) if none would say."""
+        last = SmtpError("connect", "no address to ask")
+        for candidate in self.candidates(route):
+            try:
+                conn, reply = self._on_connection(route, candidate, lambda c: c.probe(address))
+            except SmtpError as exc:
+                last = SmtpError(exc.step, f"{candidate}: {exc.diagnostic}", status=exc.status)
+                continue
+            self.pool.give(self._key(route, candidate), conn)
+            return reply, str(conn)
+        raise last
+
+    def _on_connection(self, route: Route, c: Candidate, use: Callable[[Connection], T]) -> tuple[Connection, T]:
+        """``use`` a connection to ``c``: an idle one from the pool, or a new one. One the remote
+        closed while it was idle (client.Stale) is replaced; one ``use`` fails on is closed
+        (QUIT if the session still works, a refusal) and the SmtpError raised."""
+        conn = self._connection(route, c)
+        while True:
+            try:
+                return conn, use(conn)
+            except client.Stale:
+                # Nothing of the transaction was taken on it: the next idle one, or a new one.
+                self.pool.discard_stale(conn)
+                conn = self._connection(route, c)
+            except SmtpError:
+                conn.quit()
+                raise
 
     def _connection(self, route: Route, c: Candidate) -> Connection:
         conn = self.pool.take(self._key(route, c))

@@ -95,6 +95,8 @@ def _notices(
             # RET asks for the message back in failure reports (RFC 3461 §4.3);
             # delay and success reports carry its headers only.
             ret=message.dsn_ret if action == notices.FAILED else "HDRS",
+            # A stranger's sender may be forged: a notice must not mail the whole message to a victim.
+            stranger=bool(message.stranger),
         )
         body = dsn.render(report)
         new_id = ids.new_id(now)

@@ -142,6 +142,7 @@ class Report:
     message_id: str  # without angle brackets, made by the caller
     envid: str | None = None  # ENVID → Original-Envelope-Id
     ret: str | None = None  # "FULL", "HDRS" or None (full message, within return_limit)
+    stranger: bool = False  # from a client neither trusted nor logged in: its headers only, whatever RET asks
     return_limit: int = RETURN_LIMIT
 
 
@@ -371,6 +372,7 @@ def _returned_note(actions: set[str], why: str | None) -> str:
         headers
         + {
             "HDRS": ", as your mail program asked.",
+            "stranger": ", as for all mail from outside: its sender address may not be yours.",
             "large": ", because the message is too large to return.",
             "unfit": ", because it could not be returned unchanged.",
         }[why]
@@ -442,6 +444,8 @@ def _returned(report: Report, utf8: bool) -> tuple[str, bytes, str | None]:
     """(content type, content, why only the headers are returned or None)."""
     if report.ret == "HDRS":
         why = "HDRS"
+    elif report.stranger:
+        why = "stranger"
     elif len(report.original) > report.return_limit:
         why = "large"
     elif not _carriable(report.original):

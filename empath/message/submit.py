@@ -90,7 +90,8 @@ class LocalUser:
     client_helo = ""
     listener = "sendmail"
     auth_user = None
-    signs = True  # the host's own mail
+    ours = True  # the host's own mail
+    signs = True
 
     def received(
         self, hostname: str, queue_id: str, trace_id: str, recipients: list[NewRecipient], now: float
@@ -159,6 +160,7 @@ def compose(
         body_type=envelope.body_type,
         dsn_ret=envelope.dsn_ret,
         dsn_envid=envelope.dsn_envid,
+        stranger=not origin.ours,
         events=events,
     )
     return message, signing

@@ -102,6 +102,7 @@ class MessageRow(NamedTuple):
     dsn_envid: str | None
     dsn_ret: str | None
     trace_id: str
+    stranger: bool
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,15 @@ log = logging.getLogger("empath.queue")
 MIGRATIONS: dict[int, Callable[[peewee.SqliteDatabase], None]] = {
     # The metrics read the oldest message's age: MIN(received_at) from an index.
     1: lambda db: db.execute_sql("CREATE INDEX IF NOT EXISTS message_received_at ON message (received_at)"),
+    # The answers of recipient verification by callout (queue/verified.py), and who a
+    # message came from, for the notices (a stranger's return only its headers).
+    2: lambda db: _to_3(db),
 }
+
+
+def _to_3(db: peewee.SqliteDatabase) -> None:
+    peewee.SchemaManager(models.Verified, db).create_all()
+    db.execute_sql("ALTER TABLE message ADD COLUMN stranger INTEGER NOT NULL DEFAULT 0")  # older mail: ours
 
 
 class QueueError(Exception):

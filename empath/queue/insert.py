@@ -43,6 +43,9 @@ class NewMessage:
     body_type: str = "7BIT"
     dsn_ret: str | None = None
     dsn_envid: str | None = None
+    # From a client neither trusted nor logged in: its sender may be forged, so a
+    # failure notice returns only its headers (delivery/results.py).
+    stranger: bool = False
     events: list[tuple[str, str]] = field(default_factory=list)
     kind: Kind = Kind.MAIL
     # Header fields Empath puts in front of the body (Received, DKIM-Signature, ...).
@@ -56,8 +59,8 @@ class NewMessage:
 
 INSERT_MESSAGE = (
     "INSERT INTO message (queue_id, sender, size, received_at, expires_at, client_address, client_helo, auth_user,"
-    " listener, trace_id, smtputf8, body_type, dsn_ret, dsn_envid, held, kind)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+    " listener, trace_id, smtputf8, body_type, dsn_ret, dsn_envid, held, kind, stranger)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
 )
 INSERT_RECIPIENT = (
     "INSERT INTO recipient (queue_id, address, domain, state, attempts, next_attempt_at, relayed,"
@@ -86,6 +89,7 @@ def insert(db: peewee.SqliteDatabase, msg: NewMessage) -> None:
             msg.dsn_ret,
             msg.dsn_envid,
             msg.kind,
+            msg.stranger,
         ),
     )
     _insert_body(conn, msg.queue_id, msg.head, msg.body)

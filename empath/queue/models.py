@@ -16,7 +16,9 @@ import peewee
 
 from empath.queue.states import Kind, State
 
-SCHEMA_VERSION = 2  # 2: index on message.received_at (the oldest message's age)
+# 2: index on message.received_at (the oldest message's age);
+# 3: the verified table, and message.stranger
+SCHEMA_VERSION = 3
 
 
 class BaseModel(peewee.Model):
@@ -45,6 +47,9 @@ class Message(BaseModel):
     dsn_envid = peewee.TextField(null=True)
     held = peewee.BooleanField(default=False)
     kind = peewee.TextField(default=Kind.MAIL.value)
+    # From a client neither trusted nor logged in. DEFAULT 0 in the schema too, as the
+    # migration that added it has: a row written by SQL that does not name it is ours.
+    stranger = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT 0")])
 
 
 class Body(BaseModel):
@@ -84,7 +89,16 @@ class Event(BaseModel):
     detail = peewee.TextField(default="")
 
 
-MODELS = (SchemaInfo, Message, Body, Recipient, Event)
+class Verified(BaseModel):
+    """What a next hop said when asked whether a recipient exists (delivery/verify.py)."""
+
+    address = peewee.TextField(primary_key=True)  # lower case
+    found = peewee.BooleanField()  # does the address exist?
+    reply = peewee.TextField()  # the next hop's reply to RCPT, as the operator will want to see it
+    checked_at = peewee.FloatField(index=True)
+
+
+MODELS = (SchemaInfo, Message, Body, Recipient, Event, Verified)
 
 # peewee's implicit id of the event table: the order events were written in.
 event_id = cast(peewee.AutoField, Event._meta.primary_key)

@@ -97,6 +97,7 @@ class Queue:
         """Open a queue that the daemon has opened already (an SMTP helper process): no
         schema work, and the daemon's leases left alone."""
         self.db = self._thread(database.connect, self.path, self.max_size)
+        self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
 
     @property
     def is_open(self) -> bool:

@@ -42,17 +42,19 @@ class Action(enum.Enum):
     CHECK_AUTH = "check_auth"  # check Step.credentials, then call auth_result()
     READ_DATA = "read_data"  # send the replies, then read the message and call data_end()
     ENQUEUE = "enqueue"  # commit the transaction and the data, then call queued() or queue_failed()
-    CHECK = "check"  # run the plug-ins of Step.check, then call checked()
+    CHECK = "check"  # verify the recipient of Step.check if asked, run its plug-ins, then call checked()
 
 
 @dataclass(frozen=True)
 class Check:
-    """A command the machine accepts, held until the plug-ins of its hook have had their say."""
+    """A command the machine accepts, held until the plug-ins of its hook have had their say
+    (and, for a recipient of a domain verified by callout, its next hop)."""
 
     hook: str  # helo, mail or rcpt
     helo: str = ""  # helo: the name given
     mail: MailArgs | None = None  # mail: the sender and parameters
     recipient: EmailAddress | None = None  # rcpt: the address
+    verify: bool = False  # rcpt: ask the domain's next hop whether the address exists
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ class Policy:
     storage_available: Callable[[int], bool] = lambda size: True
     # Is the address in its local domain's recipients table? None: the domain has none (all exist).
     recipient_exists: Callable[[str, str], bool | None] = lambda address, domain: None
+    callout_domains: frozenset[Domain] = frozenset()  # local domains whose next hop says who exists
+    # May the user logged in send as this address? Asked on listeners with sender_ownership.
+    sender_ownership: bool = False
+    may_send_as: Callable[[str, str], bool] = lambda user, sender: True
 
     @property
     def postmaster_domain(self) -> Domain:
@@ -422,6 +428,8 @@ class Machine:
         mail = parse_mail(arg)
         if not self.esmtp and mail.has_params:
             return self._fail(replies.BAD_PARAMETER.with_text("Parameters need EHLO"))
+        if not self._owns(mail.path.mailbox):
+            return self._fail(replies.SENDER_NOT_OWNED)
         limit = self.policy.limits.max_message_size
         if mail.size is not None and mail.size > limit:
             return self._fail(replies.MESSAGE_TOO_BIG.with_text(f"Message size exceeds fixed limit of {limit} bytes"))
@@ -433,6 +441,12 @@ class Machine:
             self.state = State.MAIL
 
         return self._accept(Check("mail", mail=mail), replies.SENDER_OK, accept)
+
+    def _owns(self, sender: addresses.Mailbox | None) -> bool:
+        """May the user logged in (if any) send as ``sender``? The null sender is nobody's."""
+        if sender is None or self.auth_user is None or not self.policy.sender_ownership:
+            return True
+        return self.policy.may_send_as(self.auth_user, sender.address)
 
     def _cmd_rcpt(self, arg: str) -> Step:
         if self.transaction is None:
@@ -447,6 +461,7 @@ class Machine:
         if rcpt.path.postmaster:
             domain = self.policy.postmaster_domain
             address = addresses.Mailbox("postmaster", domain).address
+            verify = False
         else:
             assert rcpt.path.mailbox is not None
             address, domain = rcpt.path.mailbox.address, rcpt.path.mailbox.domain
@@ -455,13 +470,14 @@ class Machine:
             postmaster = rcpt.path.mailbox.local.lower() == "postmaster"
             if not postmaster and self.policy.recipient_exists(address, domain) is False:
                 return self._fail(replies.UNKNOWN_RECIPIENT)
+            verify = not postmaster and domain in self.policy.callout_domains
         recipients = self.transaction.recipients
         if any(r.address == address for r in recipients):
             return Step((replies.RECIPIENT_OK,))
         if len(recipients) >= self.policy.limits.max_recipients:
             return self._fail(replies.TOO_MANY_RECIPIENTS)
         return self._accept(
-            Check("rcpt", recipient=address),
+            Check("rcpt", recipient=address, verify=verify),
             replies.RECIPIENT_OK,
             lambda: recipients.append(AcceptedRcpt(address, domain, rcpt)),
         )
@@ -485,8 +501,8 @@ class Machine:
             self.state = State.READY
 
     def _accept(self, check: Check, reply: Reply, accept: Callable[[], None]) -> Step:
-        """Accept a command now, or hold it for the plug-ins when its hook has some."""
-        if check.hook not in self.checks:
+        """Accept a command now, or hold it for the plug-ins when its hook has some, or to verify it."""
+        if check.hook not in self.checks and not check.verify:
             accept()
             return Step((reply,))
         self._held = (reply, accept)

@@ -111,6 +111,7 @@ NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8")
 
 # Policy
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: not owned by the user logged in")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
@@ -126,6 +127,8 @@ QUEUE_FAILURE = Reply(451, "4.3.0", "Temporary failure queueing the message, try
 # Plug-ins (empath/plugins): a rejection keeps the plug-in's code, status and text.
 PLUGIN_REJECTION = Reply(550, "5.7.1", "Rejected by local policy")
 UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "Recipient address rejected: user unknown here")
+# Verification by callout had no answer (the next hop down or slow): never 250 and a bounce later.
+UNVERIFIED_RECIPIENT = Reply(450, "4.1.1", "Recipient address rejected: unverified address, try again later")
 PLUGIN_FAILURE = Reply(451, "4.3.0", "Temporary local problem checking this, try again later")
 
 # STARTTLS

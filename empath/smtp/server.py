@@ -15,7 +15,8 @@ import gevent.lock
 import gevent.pool
 from gevent.server import StreamServer
 
-from empath import recipients
+from empath import recipients, senders
+from empath.addresses import EmailAddress
 from empath.config import Config, Listener
 from empath.log import event
 from empath.metrics import Metrics
@@ -41,6 +42,16 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(config.tls_certificate), str(config.tls_key))
     return ctx
+
+
+class RecipientVerifier(Protocol):
+    """Who asks a local domain's next hop whether a recipient exists (delivery/verify.py)."""
+
+    def verify(self, address: EmailAddress, trace_id: str) -> recipients.Existence:
+        """The answer, from the cache or the next hop, within the configured timeout."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Put a reloaded config in force."""
 
 
 class Handover(Protocol):
@@ -76,17 +87,27 @@ class SmtpServer:
     metrics: Metrics = field(default_factory=Metrics)
     plugins: Plugins = field(default_factory=Plugins)
     helpers: Handover | None = None  # the SMTP helper processes sessions are handed to, if any
+    verifier: RecipientVerifier | None = None  # asks the next hop of the domains verified by callout
 
     def __post_init__(self) -> None:
         self.tls_context = tls_context(self.config)
         if self.config.users_file is not None:
             self.users = Users(self.config.users_file)
         self.recipients = _recipient_tables(self.config, {})
+        self.senders = _senders(self.config, None)
 
     def recipient_exists(self, address: str, domain: str) -> bool | None:
         """Is ``address`` in its domain's recipients table? None: the domain has none."""
         table = self.recipients.get(domain)
         return None if table is None else table.has(address)
+
+    def may_send_as(self, user: str, sender: str) -> bool:
+        table = self.senders.current() if self.senders is not None else {}
+        return senders.may_send_as(user, sender, table, self.config.local_domains)
+
+    def verify_recipient(self, address: EmailAddress, trace_id: str) -> recipients.Existence:
+        assert self.verifier is not None  # the machine asks only for callout_domains, which need it
+        return self.verifier.verify(address, trace_id)
 
     def is_trusted(self, address: str) -> bool:
         return is_trusted(address, self.config.trusted_networks)
@@ -129,6 +150,9 @@ class SmtpServer:
             auth_available=self.users is not None,
             storage_available=self.storage_available,
             recipient_exists=self.recipient_exists,
+            callout_domains=frozenset(d for d, p in c.domains.items() if p.callout and self.verifier is not None),
+            sender_ownership=listener.sender_ownership,
+            may_send_as=self.may_send_as,
         )
 
     def adopt_listeners(self) -> None:
@@ -235,11 +259,15 @@ class SmtpServer:
         """Put a reloaded config in force for the sessions that start from now on."""
         # First what may fail (a table read anew), so that a failure changes nothing.
         tables = _recipient_tables(config, self.recipients)
+        owners = _senders(config, self.senders)
         self.config = config
         self.tls_context = tls_context(config)
         if config.users_file != (self.users.path if self.users is not None else None):
             self.users = Users(config.users_file) if config.users_file is not None else None
         self.recipients = tables
+        self.senders = owners
+        if self.verifier is not None:
+            self.verifier.reconfigure(config)
         for listening in self.listening:
             listening.policy = self.policy(listening.listener)
 
@@ -286,13 +314,21 @@ class SmtpServer:
 def _recipient_tables(config: Config, current: dict[str, recipients.Table]) -> dict[str, recipients.Table]:
     """The recipients table of each local domain that has one: those of ``current`` whose
     file is the same (each re-reads itself when it changes, keeping its last good table),
-    the others read now (--check read them first; RecipientsFileError if one went bad)."""
+    the others read now (--check read them first; watched.FileError if one went bad)."""
     known = {table.path: table for table in current.values()}
     return {
         domain: known.get(policy.recipients) or recipients.Table(policy.recipients)
         for domain, policy in config.domains.items()
         if policy.recipients is not None
     }
+
+
+def _senders(config: Config, current: senders.Senders | None) -> senders.Senders | None:
+    """The senders table, kept if its file is the same (it re-reads itself), else read now."""
+    path = config.senders_file
+    if path is None:
+        return None
+    return current if current is not None and current.path == path else senders.Senders(path)
 
 
 def _count_down(counter: Counter, key: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import gevent
 
 from empath import threads
-from empath.addresses import ReversePath
+from empath.addresses import EmailAddress, ReversePath
 from empath.config import Config, Listener
 from empath.log import audit, event
 from empath.message import dkim, stamp, submit
@@ -34,6 +34,7 @@ from empath.queue import ids
 from empath.queue.database import QueueError, StorageFull, classify
 from empath.queue.insert import NewMessage, NewRecipient
 from empath.queue.spool import Spool
+from empath.recipients import Existence
 from empath.smtp import replies
 from empath.smtp.commands import MailArgs
 from empath.smtp.connection import Connection, ConnectionClosed
@@ -67,6 +68,9 @@ class Host(Protocol):
 
     def auth_failed(self, address: str) -> None:
         """Count a wrong password against the address."""
+
+    def verify_recipient(self, address: EmailAddress, trace_id: str) -> Existence:
+        """Does ``address`` exist? Asks its domain's next hop, or remembers the answer."""
 
 
 @dataclasses.dataclass
@@ -301,6 +305,11 @@ class Session:
 
     def _check(self, check: Check) -> Step:
         """A HELO, MAIL or RCPT the machine holds until the plug-ins have had their say."""
+        if check.verify:
+            assert check.recipient is not None
+            refusal = _unverified(self.host.verify_recipient(check.recipient, self.trace_id))
+            if refusal is not None:
+                return self.machine.checked(refusal)
         if check.hook == "helo":
             verdict = self._consult("helo", helo=check.helo)
         elif check.mail is not None:
@@ -527,6 +536,15 @@ class Session:
                 error=why,
                 trace_id=trace_id,
             )
+
+
+def _unverified(existence: Existence) -> Reply | None:
+    """The refusal of a recipient verification found unknown, or could not verify."""
+    if existence is Existence.UNKNOWN:
+        return replies.UNKNOWN_RECIPIENT
+    if existence is Existence.UNVERIFIED:
+        return replies.UNVERIFIED_RECIPIENT
+    return None
 
 
 def _refusal(verdict: Verdict) -> Reply | None:

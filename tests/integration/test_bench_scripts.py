@@ -95,3 +95,23 @@ def test_fsync_check_finds_a_250_sent_before_its_sync_completed():
     replies, syncs, violations = check(synced_first + replied_first)
     assert (replies, syncs) == (2, 2)
     assert violations == [reply("01M86ZTA61MRVJEX")]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("smtp-source", path="/usr/sbin:/usr/bin") is None,
+    reason="a private Postfix needs root and the postfix package",
+)
+def test_verify_bench_times_callouts_at_rcpt_and_accept_with_verification():
+    figures = run_bench("verify.py", "--runs", "1", "--messages", "50", "--recipients", "20")
+    assert figures["recipients"] == 20 and figures["messages"] == 50
+    for kind in ("plain", "miss", "hit"):
+        assert figures[f"rcpt_p95_ms_{kind}"] >= figures[f"rcpt_ms_{kind}"] > 0
+    for label in ("plain", "verify"):
+        assert figures[f"empath_{label}"] > 0 and figures[f"postfix_{label}"] > 0
+        assert figures[f"ratio_{label}"] == pytest.approx(
+            figures[f"empath_{label}"] / figures[f"postfix_{label}"], rel=0.01
+        )
+    for mta in ("empath", "postfix"):
+        assert figures[f"{mta}_verify_kept"] == pytest.approx(
+            figures[f"{mta}_verify"] / figures[f"{mta}_plain"], rel=0.01
+        )

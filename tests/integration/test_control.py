@@ -278,6 +278,9 @@ def test_tokens_scopes_and_an_audit_log_without_secrets(make_daemon, tmp_path):
 def test_empathctl_with_the_daemon_down(make_daemon):
     d = make_daemon(tls=False).start()
     queue_id = send_message(d, ["bob@local.test"], "offline")
+    # Its first attempt (to a port where nothing listens) recorded before the stop, for the stats below.
+    deferred = [("deferred",)]
+    wait_for(lambda: d.query("SELECT state FROM recipient WHERE queue_id = ?", queue_id) == deferred, what="deferral")
     assert d.stop() == 0
     assert not d.control_socket.exists()  # removed at a clean stop
 

@@ -6,33 +6,16 @@ The daemon is fresh, so every counter is asserted at its absolute value.
 import smtplib
 import socket
 import time
-import urllib.request
 
 import pytest
 from peer import Peer
-from prometheus_client.parser import text_string_to_metric_families
-from support import free_port, wait_for
+from support import free_port, scrape, value, wait_for
 
 from empath.smtp import replies
 
 SENT_FROM = ("127.0.0.2", 0)  # the test config's trusted network: may relay
 REMOTE = "127.0.0.11"
 BODY = b"From: alice@sender.test\r\nTo: bob@remote.test\r\nSubject: metrics\r\n\r\nhello\r\n"
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    """Every sample of /metrics by (name, labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def send(port: int, recipient: str) -> None:

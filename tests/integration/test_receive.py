@@ -283,7 +283,7 @@ def test_one_log_line_per_accepted_message(make_daemon, certs):
     with smtplib.SMTP("127.0.0.1", daemon.ports.submission, timeout=10) as client:
         client.starttls(context=certs.client_context())
         client.login("alice", "s3cret-pass")
-        client.mail("alice@sender.test")
+        client.mail("alice@local.test")  # hers: submission checks that a user sends as their own
         client.rcpt("carol@remote.test")
         code, message = client.data(BODY)
     auth_id = queued_id(message)

@@ -4,12 +4,14 @@ import os
 
 import pytest
 
-from empath.recipients import Known, RecipientsFileError, Table, parse
+from empath.addresses import AddressSet
+from empath.recipients import RecipientsFileError, Table, parse
+from empath.watched import FileError
 
 
 def test_addresses_and_catch_alls_match_without_regard_to_case():
     known = parse("# the office\nAlice@Office.Test\nbob@office.test OK   # a Postfix map line\n\n@lists.office.test\n")
-    assert known == Known(frozenset({"alice@office.test", "bob@office.test"}), frozenset({"lists.office.test"}))
+    assert known == AddressSet(frozenset({"alice@office.test", "bob@office.test"}), frozenset({"lists.office.test"}))
     assert known.has("ALICE@office.test") and known.has("bob@OFFICE.test")
     assert known.has("anyone@lists.office.test")
     assert not known.has("carol@office.test") and not known.has("alice@other.test")
@@ -40,5 +42,5 @@ def test_the_table_is_read_again_when_the_file_changes_and_kept_when_it_breaks(t
 
 
 def test_a_missing_file_is_an_error_at_first_read(tmp_path):
-    with pytest.raises(RecipientsFileError, match="No such file"):
+    with pytest.raises(FileError, match="No such file"):
         Table(tmp_path / "absent")

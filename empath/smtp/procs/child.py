@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -22,7 +23,7 @@ from empath.metrics import Counts, Metrics
 from empath.plugins import loader as plugins_loader
 from empath.queue.store import Queue
 from empath.smtp.procs.channel import SESSION_ROWS_PER_MESSAGE, Channel
-from empath.smtp.server import SmtpServer
+from empath.smtp.server import RecipientVerifier, SmtpServer
 from empath.smtp.session import Listening
 
 log = logging.getLogger("empath.smtp")
@@ -30,15 +31,25 @@ log = logging.getLogger("empath.smtp")
 REPORT_INTERVAL = 1.0  # seconds between reports of the counters
 
 
+# Makes the helper's recipient verifier (delivery/verify.py, which this layer may not import).
+MakeVerifier = Callable[[Config, Queue, Metrics], RecipientVerifier]
+
+
 class HelperProcess:
-    def __init__(self, channel: Channel, config: Config, number: int):
+    def __init__(self, channel: Channel, config: Config, number: int, make_verifier: MakeVerifier):
         self.channel = channel
         self.number = number
         self.grace = config.timeouts.shutdown_grace
         self.queue = Queue(config.database_path, config.queue.max_size, config.queue.commit_timeout, self._queued)
         self.metrics = Metrics()
         self.plugins = plugins_loader.load(config)
-        self.server = SmtpServer(config, self.queue, metrics=self.metrics, plugins=self.plugins)
+        self.server = SmtpServer(
+            config,
+            self.queue,
+            metrics=self.metrics,
+            plugins=self.plugins,
+            verifier=make_verifier(config, self.queue, self.metrics),
+        )
         self.server.adopt_listeners()
         self.server.on_auth_failed = lambda address, when: self._send("auth_failed", address, when)
         self.listening: dict[str, Listening] = {ln.listener.name: ln for ln in self.server.listening}
@@ -145,7 +156,7 @@ class HelperProcess:
             self.channel.send(*message)
 
 
-def main(args: list[str]) -> int:
+def main(args: list[str], make_verifier: MakeVerifier) -> int:
     """``FD NUMBER``: this process's end of the channel, and its number among the helpers."""
     channel = Channel(socket.socket(fileno=int(args[0])))
     message, _ = channel.receive()  # the daemon sends its config first
@@ -153,5 +164,5 @@ def main(args: list[str]) -> int:
     logs.setup(config.log_level, config.log_format, config.log_file)
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)  # meant for the daemon, which tells helpers what concerns them
-    HelperProcess(channel, config, int(args[1])).run()
+    HelperProcess(channel, config, int(args[1]), make_verifier).run()
     return 0

@@ -601,6 +601,42 @@ def test_check_files_users_present(tmp_path):
     assert said(check_files(config)) == []
 
 
+def test_check_files_reads_the_senders_table(tmp_path):
+    (tmp_path / "users").write_text("")
+    config = check(GOOD + AUTH + 'senders = "senders"\n', tmp_path / "empath.toml")
+    assert config.senders_file == tmp_path / "senders"
+    [problem] = said(check_files(config))
+    assert problem.startswith(f"auth.senders: {tmp_path / 'senders'}: ")
+    (tmp_path / "senders").write_text("alice: alice@office.test\nbob bob@office.test\n")
+    assert said(check_files(config)) == [
+        f"auth.senders: {tmp_path / 'senders'}: line 2: not user: address, address, @domain"
+    ]
+    (tmp_path / "senders").write_text("alice: alice@office.test\n")
+    assert said(check_files(config)) == []
+
+
+def test_a_senders_table_needs_users():
+    assert problems_of(GOOD + '[auth]\nsenders = "senders"\n') == [
+        "auth.senders (line 8): says who may send as whom after AUTH, which needs auth.users_file"
+    ]
+
+
+def test_sender_ownership_is_on_where_users_log_in_to_send():
+    listeners = "".join(
+        f'[[listeners]]\naddress = "127.0.0.1:{port}"\nmode = "{mode}"\n{extra}'
+        for port, mode, extra in (
+            (25, "smtp", ""),
+            (587, "submission", ""),
+            (465, "smtps", ""),
+            (2587, "submission", "sender_ownership = false\n"),
+            (2525, "smtp", "sender_ownership = true\n"),
+        )
+    )
+    text = GOOD.split("[[listeners]]")[0] + TLS + AUTH + listeners
+    config = check(text)
+    assert [ln.sender_ownership for ln in config.listeners] == [False, True, True, False, True]
+
+
 # -- values ---------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ with its own problem line, naming the key and the line it is on.
 import pytest
 from config_helpers import GOOD, check, line_of, problems_of, said
 
+from empath.addresses import Domain
 from empath.config import check_files
 from empath.config.model import Delivery, DomainPolicy, NextHop, Smarthost
 
@@ -154,6 +155,49 @@ BAD = {
         "domains.a.example.recipients",
         "recipients",
         "only a domain in relay.local_domains has a recipients table",
+    ),
+    "a callout for a domain not ours": (
+        '[domains."a.example"]\nroute = ["192.0.2.1"]\nverify = "callout"\n',
+        "domains.a.example.verify",
+        "verify",
+        "only a domain in relay.local_domains is verified",
+    ),
+    "a callout with nobody to ask": (
+        '[relay]\nlocal_domains = ["a.example"]\n[domains."a.example"]\nverify = "callout"\n',
+        "domains.a.example.verify",
+        "verify",
+        "callout asks the domain's route: set route to the server that holds its mailboxes",
+    ),
+    "a callout and a recipients table": (
+        '[relay]\nlocal_domains = ["a.example"]\n[domains."a.example"]\nroute = ["192.0.2.1"]\n'
+        'recipients = "valid"\nverify = "callout"\n',
+        "domains.a.example.verify",
+        "verify",
+        "a domain is verified by its recipients table or by callout, not both",
+    ),
+    "verify neither none nor callout": (
+        '[domains."a.example"]\nverify = "table"\n',
+        "domains.a.example.verify",
+        "verify",
+        "must be one of none, callout",
+    ),
+    "a refresh after the expiry": (
+        '[verification]\nnegative_refresh = "4d"\n',
+        "verification.negative_refresh",
+        "negative_refresh",
+        "must not be longer than verification.negative_expire",
+    ),
+    "a callout timeout under a second": (
+        '[verification]\ntimeout = "100ms"\n',
+        "verification.timeout",
+        "timeout",
+        "must be at least 1",
+    ),
+    "no callout at all": (
+        "[verification]\nconcurrency = 0\n",
+        "verification.concurrency",
+        "concurrency",
+        "must be at least 1",
     ),
     "unknown domain key": (
         '[domains."a.example"]\nroutes = ["mx.a.example"]\n',
@@ -420,3 +464,19 @@ def test_check_files_reads_each_recipients_table(tmp_path):
     assert "line 2: 'not' is not an address" in problem
     (tmp_path / "valid").write_text("alice@office.test\n@lists.office.test\n")
     assert check_files(config) == []
+
+
+def test_verification_defaults_are_postfixs():
+    config = check(GOOD)
+    v = config.verification
+    day = 86400
+    assert (v.positive_expire, v.positive_refresh) == (31 * day, 7 * day)
+    assert (v.negative_expire, v.negative_refresh) == (3 * day, 3 * 3600)
+    assert not config.domain_policy(Domain("a.example")).callout
+
+
+def test_a_local_domain_verified_by_callout():
+    text = GOOD + '[relay]\nlocal_domains = ["a.example"]\n[domains."a.example"]\nroute = ["192.0.2.1"]\n'
+    config = check(text + 'verify = "callout"\n[verification]\ntimeout = "5s"\n')
+    assert config.domains[Domain("a.example")].callout
+    assert config.verification.timeout == 5.0

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from empath.control import protocol
-from empath.control.protocol import MAX_LINE, VERBS, ProtocolError, parse
+from empath.control.protocol import MAX_LINE, VERBS, ProtocolError, parse, scope_of
 from empath.control.tokens import ADMIN, OPERATE, READ
 
 QID = "01KAW3V8Y4C0F7QZ"
@@ -127,6 +127,7 @@ def test_scopes_read_only_verbs_need_read_and_the_rest_more():
         "breaker-list",
         "queue-list",
         "queue-show",
+        "verify",
     }
     assert VERBS["reload"].scope == ADMIN
     assert VERBS["queue-delete"].scope == OPERATE
@@ -143,3 +144,19 @@ def test_encode_request_round_trips_through_parse():
     line = protocol.encode_request("queue-hold", {"ids": [QID]}, "tok")
     assert line.endswith(b"\n")
     assert parse(line.rstrip(b"\n")) == protocol.Request("queue-hold", {"ids": [QID]}, "tok")
+
+
+@pytest.mark.parametrize(
+    "args, scope",
+    [({}, READ), ({"ask": True}, OPERATE), ({"forget": True}, OPERATE), ({"ask": False}, READ)],
+)
+def test_verify_looks_with_read_and_asks_or_forgets_with_operate(args, scope):
+    request = parse(req("verify", {"address": "<Bob@Office.test>", **args}))
+    assert request.args["address"] == "Bob@office.test"
+    assert scope_of(request) == scope
+
+
+@pytest.mark.parametrize("address", ["", "<>", "not an address", "a@", "@b.test", "a@b@c"])
+def test_verify_wants_one_address(address):
+    with pytest.raises(ProtocolError, match="argument 'address'"):
+        parse(req("verify", {"address": address}))

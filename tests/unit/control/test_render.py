@@ -138,3 +138,41 @@ def test_format_show(db):
 )
 def test_format_age(seconds, text):
     assert format_age(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "result, text",
+    [
+        (
+            {"way": "none", "result": "exists"},
+            "a@local.test: exists (local.test is not verified: every address is taken)\n",
+        ),
+        (
+            {"way": "callout", "result": None, "source": "expired"},
+            "a@local.test: not known yet (expired: the next RCPT asks the next hop)\n",
+        ),
+        (
+            {
+                "way": "callout",
+                "result": "exists",
+                "source": "cache",
+                "reply": "mx said: 250 ok",
+                "age": 8 * 86400.0,
+                "refresh_due": True,
+            },
+            "a@local.test: exists (callout answer kept 8d 0h, asked again at the next RCPT: mx said: 250 ok)\n",
+        ),
+        (
+            {
+                "way": "callout",
+                "result": "unverified",
+                "source": "callout",
+                "reply": "connect: refused",
+                "forgot": False,
+            },
+            "a@local.test: unverified (no answer was kept; asked now: connect: refused)\n",
+        ),
+    ],
+)
+def test_verify(result, text):
+    assert render("verify", {"address": "a@local.test", "domain": "local.test", **result}, {}) == text

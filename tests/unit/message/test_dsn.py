@@ -301,6 +301,14 @@ def test_ret_hdrs_returns_headers_only():
     assert "as your mail program asked" in text_of(raw)
 
 
+def test_a_stranger_s_message_returns_headers_only_whatever_ret_asks():
+    for ret in ("FULL", None):
+        raw = render(report(ret=ret, stranger=True))
+        assert parse(raw).get_payload()[2].get_content_type() == "text/rfc822-headers"
+        assert raw_parts(raw)[2][1] == HEADERS
+        assert "as for all mail from outside: its sender address may not be yours" in text_of(raw)
+
+
 def test_ret_full_returns_everything():
     raw = render(report(ret="FULL"))
     assert parse(raw).get_payload()[2].get_content_type() == "message/rfc822"

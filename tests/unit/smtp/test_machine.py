@@ -906,3 +906,58 @@ def test_a_recipient_its_domain_s_table_does_not_list_is_refused_at_rcpt():
         "postmaster@example.test",
         "POSTMASTER@example.test",
     ]
+
+
+def test_a_recipient_of_a_domain_verified_by_callout_is_held_for_its_answer():
+    m = ready(make())
+    m.policy = replace(m.policy, callout_domains=frozenset({"example.test"}))
+    say(m, "MAIL FROM:<victim@far.test>")
+    step = say(m, "RCPT TO:<Someone@example.test>")
+    assert step.action is Action.CHECK and not step.replies
+    assert step.check.verify and step.check.recipient == "Someone@example.test"
+    assert_reply(m.checked(replies.UNKNOWN_RECIPIENT), replies.UNKNOWN_RECIPIENT)
+    step = say(m, "RCPT TO:<nobody@example.test>")
+    assert_reply(m.checked(replies.UNVERIFIED_RECIPIENT), replies.UNVERIFIED_RECIPIENT)
+    assert key(replies.UNVERIFIED_RECIPIENT) == (450, "4.1.1")
+    say(m, "RCPT TO:<known@example.test>")
+    assert_reply(m.checked(None), replies.RECIPIENT_OK)
+    # Postmaster is never asked about, nor is another domain.
+    for rcpt in ("<Postmaster>", "<postmaster@example.test>", "<anyone@other.test>"):
+        assert_reply(say(m, f"RCPT TO:{rcpt}"), replies.RECIPIENT_OK)
+    assert [r.address for r in m.transaction.recipients] == [
+        "known@example.test",
+        "postmaster@example.test",
+        "anyone@other.test",
+    ]
+    assert m.errors == 2
+
+
+def test_a_user_logged_in_may_send_only_as_an_address_they_own():
+    owned = {("alice", "alice@example.test")}
+    m = submission()
+    m.policy = replace(m.policy, sender_ownership=True, may_send_as=lambda user, sender: (user, sender) in owned)
+    m.tls_started()
+    say(m, "EHLO client.test")
+    say(m, "AUTH PLAIN " + plain("alice", "secret"))
+    assert_reply(m.auth_result(True), replies.AUTH_OK)
+    assert_reply(say(m, "MAIL FROM:<director@example.test>"), replies.SENDER_NOT_OWNED)
+    assert key(replies.SENDER_NOT_OWNED) == (553, "5.7.1")
+    assert m.transaction is None
+    assert_reply(say(m, "MAIL FROM:<>"), replies.SENDER_OK)  # the null sender is nobody's
+    say(m, "RSET")
+    assert_reply(say(m, "MAIL FROM:<alice@example.test>"), replies.SENDER_OK)
+
+
+def test_sender_ownership_asks_nothing_of_a_client_not_logged_in_or_a_listener_without_it():
+    asked = []
+    m = ready(make(trusted=True))
+    m.policy = replace(m.policy, sender_ownership=True, may_send_as=lambda user, sender: asked.append(sender))
+    assert_reply(say(m, "MAIL FROM:<printer@example.test>"), replies.SENDER_OK)
+    m = submission()
+    m.policy = replace(m.policy, may_send_as=lambda user, sender: asked.append(sender))  # ownership off
+    m.tls_started()
+    say(m, "EHLO client.test")
+    say(m, "AUTH PLAIN " + plain("alice", "secret"))
+    m.auth_result(True)
+    assert_reply(say(m, "MAIL FROM:<anyone@far.test>"), replies.SENDER_OK)
+    assert asked == []

@@ -4,8 +4,8 @@ file is the same (and their last good contents), and one it cannot read changes 
 import pytest
 from config_helpers import GOOD, check
 
-from empath.recipients import RecipientsFileError
 from empath.smtp.server import SmtpServer
+from empath.watched import FileError
 
 
 def config_with(tmp_path, table: str):
@@ -21,7 +21,7 @@ def test_a_reload_keeps_a_table_whose_file_is_the_same_and_a_bad_one_changes_not
     assert server.recipients["office.test"] is table  # not read again, its last good table kept
 
     before = server.config
-    with pytest.raises(RecipientsFileError):
+    with pytest.raises(FileError):
         server.reconfigure(config_with(tmp_path, "absent"))
     assert server.config is before and server.recipients["office.test"] is table
     assert server.recipient_exists("alice@office.test", "office.test") is True
