@@ -37,6 +37,7 @@ setup(
             # As /usr/sbin/sendmail and /usr/bin/mailq for local programs (docs/local-mail.md).
             "sendmail = empath.cmd.sendmail:main",
             "mailq = empath.cmd.mailq:main",
+            "newaliases = empath.cmd.newaliases:main",
         ],
         # The plug-ins Empath ships, by name for [[plugins]] call = "..." (docs/plugins.md).
         "empath.plugins": [

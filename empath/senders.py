@@ -2,8 +2,8 @@
 
 A listener with ``sender_ownership`` (on by default for submission and
 smtps) refuses, with 553 5.7.1, a MAIL FROM that the logged-in user does not
-own: alice cannot send as director@office.test and have it DKIM-signed
-(Postfix's ``reject_sender_login_mismatch``). The table, ``[auth] senders``,
+own: alice cannot send as director@office.test (Postfix's
+``reject_sender_login_mismatch``; the From header is the mail program's). The table, ``[auth] senders``,
 lists each user's addresses, and ``@domain`` for all of a domain's::
 
     alice: alice@office.test, a.smith@office.test
@@ -11,7 +11,8 @@ lists each user's addresses, and ``@domain`` for all of a domain's::
     director: @office.test
 
 A user it does not list owns the one address the login names: the login
-itself when it is an address, else login@ any local domain. The null sender
+itself when it is an address, else login@ any local domain (the local part
+exactly as the login: user names are case-sensitive). The null sender
 is nobody's to refuse. Re-read when the file changes (watched.py).
 """
 
@@ -51,15 +52,19 @@ def parse(text: str) -> dict[str, AddressSet]:
 
 
 def may_send_as(user: str, sender: str, table: dict[str, AddressSet], local_domains: tuple[str, ...]) -> bool:
-    """May the AUTH user ``user`` use ``sender`` (not <>) as the envelope sender? (pure)"""
+    """May the AUTH user ``user`` use ``sender`` (not <>) as the envelope sender? (pure)
+
+    Unlisted, a user owns the address its login names, its local part exactly as the login
+    (user names are case-sensitive: Alice is not alice), its domain in any case."""
     owned = table.get(user)
     if owned is not None:
         return owned.has(sender)
-    sender = sender.lower()
-    if "@" in user:
-        return sender == user.lower()
     local, _, domain = sender.rpartition("@")
-    return local == user.lower() and domain in local_domains
+    domain = domain.lower()
+    if "@" in user:
+        login_local, _, login_domain = user.rpartition("@")
+        return local == login_local and domain == login_domain.lower()
+    return local == user and domain in local_domains
 
 
 class Senders(Watched[dict[str, AddressSet]]):

@@ -5,7 +5,7 @@ send as whom are read this way."""
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -17,37 +17,51 @@ class FileError(Exception):
     """The file cannot be read, or does not parse; the text names the file and, where it can, the line."""
 
 
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class Watched(Generic[T]):
     """``parse`` of the file at ``path`` (which raises ValueError for what it cannot take).
 
     Read once when made (FileError if it cannot be: ``--check`` and the daemon's
     start say so). Afterwards a file that cannot be read keeps the last value
-    read, and the error is kept (``error``) and logged once, not at every look."""
+    read, and the error is kept (``error``) and logged once, not at every look.
+    ``depends``: the other files a value was read from (an :include:), watched too."""
 
-    def __init__(self, path: Path, parse: Callable[[str], T], what: str):
+    def __init__(
+        self,
+        path: Path,
+        parse: Callable[[str], T],
+        what: str,
+        depends: Callable[[T], Iterable[Path]] = lambda value: (),
+    ):
         self.path = path
         self.what = what
         self._parse = parse
-        self._stamp: tuple[int, int, int] | None = None
+        self._depends = depends
+        self._stamps: tuple[tuple[int, int, int], ...] = ()
         self.error: str | None = None
         self.value = self._read()
 
     def _read(self) -> T:
         try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            stamp = _stamp(self.path)
             value = self._parse(self.path.read_text(encoding="utf-8"))
+            stamps = (stamp, *(_stamp(p) for p in self._depends(value)))
         except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            self.error = f"{self.path}: {exc}"
+            said = str(exc)  # a parser that names the file (and its line) says it once
+            self.error = said if said.startswith(str(self.path)) else f"{self.path}: {said}"
             raise FileError(self.error) from None
-        self._stamp, self.error = stamp, None
+        self._stamps, self.error = stamps, None
         return value
 
     def current(self) -> T:
-        """The value, read again first if the file changed."""
+        """The value, read again first if the file (or one it depends on) changed."""
         try:
-            st = os.stat(self.path)
-            if (st.st_mtime_ns, st.st_size, st.st_ino) != self._stamp:
+            stamps = (_stamp(self.path), *(_stamp(p) for p in self._depends(self.value)))
+            if stamps != self._stamps:
                 self.value = self._read()
         except OSError as exc:
             self._fault(f"{self.path}: {exc}")

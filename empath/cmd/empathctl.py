@@ -1,13 +1,13 @@
 """``empathctl``: the operator's tool. Each group of verbs is its own module
-(users, backup, dkim, control, top) that adds its parsers and runs them."""
+(users, backup, dkim, control, lookup, top) that adds its parsers and runs them."""
 
 import argparse
 import sys
 
-from empath.cmd import backup, control, dkim, top, users
+from empath.cmd import backup, control, dkim, lookup, top, users
 from empath.cmd.config import DEFAULT_PATH, loaded, local_path
 
-VERB_MODULES = (users, backup, dkim, control, top)
+VERB_MODULES = (users, backup, dkim, control, lookup, top)
 
 
 def main(argv: list[str] | None = None) -> int:

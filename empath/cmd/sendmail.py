@@ -28,15 +28,18 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from empath import addresses
+from empath.aliases import Aliases
 from empath.cmd import mailq
 from empath.cmd.config import loaded, local_path
 from empath.config import Config
+from empath.config.files import alias_tables
 from empath.message import dkim, submit
 from empath.queue import database, ids
 from empath.queue.database import QueueError
-from empath.queue.insert import NewMessage, NewRecipient, insert_alone
+from empath.queue.insert import NewMessage, insert_alone
 from empath.queue.spool import Spool
 from empath.smtp import wire
+from empath.watched import FileError
 
 # sysexits.h
 EX_OK = 0
@@ -196,7 +199,7 @@ def qualify(address: str, domain: addresses.Domain) -> addresses.Mailbox:
 
 
 def build(
-    opts: Options, message: bytes, config: Config, user: str, now: float, queue_id: str
+    opts: Options, message: bytes, config: Config, user: str, now: float, queue_id: str, aliases: Aliases
 ) -> tuple[NewMessage, dkim.Signing]:
     """The queue entry for a message handed to sendmail, and its DKIM signing (pure but for the key)."""
     header, body = split_header(message)
@@ -210,9 +213,11 @@ def build(
     boxes = list(dict.fromkeys(qualify(r, config.hostname) for r in recipients))
     # What SMTP would have carried: the blank line after the header is always there.
     data = crlf_lines(header) + b"\r\n" + crlf_lines(body)
+    expanded = aliases.expand_all([b.address for b in boxes])  # as a session's RCPTs are
     envelope = submit.Envelope(
         sender=sender.address,
-        recipients=[NewRecipient(b.address, b.domain) for b in boxes],
+        recipients=submit.expanded([(a, a.domain, (), None, targets) for a, targets in expanded]),
+        given=[b.address for b in boxes],
         smtputf8=not all(str(b).isascii() for b in [sender, *boxes]),
         body_type="7BIT" if data.isascii() else "8BITMIME",
     )
@@ -264,13 +269,16 @@ def main(argv: list[str] | None = None) -> int:
         if len(message) > config.limits.max_message_size:
             print(f"sendmail: message larger than {config.limits.max_message_size} bytes", file=sys.stderr)
             return EX_DATAERR
-        msg, signing = build(opts, message, config, getpass.getuser(), now, queue_id)
+        msg, signing = build(opts, message, config, getpass.getuser(), now, queue_id, alias_tables(config))
     except UsageError as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_USAGE
     except addresses.AddressError as exc:
         print(f"sendmail: bad address: {exc}", file=sys.stderr)
         return EX_NOUSER
+    except FileError as exc:
+        print(f"sendmail: {exc}", file=sys.stderr)
+        return EX_CONFIG
     try:
         enqueue(config, msg)
     except database.SchemaTooNew as exc:
@@ -304,7 +312,11 @@ def serve_smtp(config: Config, user: str) -> int:
             raise QueueError(str(exc)) from None
         nudge(config, signal.SIGUSR2)
 
-    session = stdio.LocalSession(config, user, stdio.Pipe(0, 1), store)
+    try:
+        session = stdio.LocalSession(config, user, stdio.Pipe(0, 1), store)
+    except FileError as exc:
+        print(f"sendmail: {exc}", file=sys.stderr)
+        return EX_CONFIG
     outcome = session.run()
     if outcome == "timeout":
         print("sendmail: timed out waiting for the client", file=sys.stderr)

@@ -1,13 +1,15 @@
 """Checks of the files a config names that the config itself can make: the TLS
 pair loads, the users file and the log's directory exist, the smarthost's
-password file, the CA file and each local domain's recipients table read. (The daemon adds the checks of the parts
-that own other files: plug-ins, DKIM keys, the control socket's tokens.)
+password file, the CA file, the aliases files, the senders table and each
+local domain's recipients table read (and the aliases expand). (The daemon
+adds the checks of the parts that own other files: plug-ins, DKIM keys, the
+control socket's tokens.)
 """
 
 import ssl
 from pathlib import Path
 
-from empath import recipients, senders
+from empath import aliases, recipients, senders
 from empath.config.model import Config
 from empath.watched import FileError
 
@@ -33,6 +35,7 @@ def check_files(config: Config) -> list[tuple[str, str]]:
             read_password(config.smarthost.password_file)
         except ValueError as exc:
             problems.append(("smarthost.password_file", str(exc)))
+    problems += alias_problems(config)
     if config.senders_file is not None:
         try:
             senders.Senders(config.senders_file)
@@ -61,3 +64,23 @@ def read_password(path: Path) -> str:
     if not lines or not lines[0]:
         raise ValueError(f"{path} is empty")
     return lines[0]
+
+
+def alias_problems(config: Config) -> list[tuple[str, str]]:
+    """The aliases files that cannot be read, or else what is wrong with what they say
+    taken together (newaliases says these too)."""
+    problems = []
+    a = config.aliases
+    for key, path, virtual in (("aliases.file", a.file, False), ("aliases.virtual", a.virtual, True)):
+        if path is not None:
+            try:
+                aliases.AliasesFile(path, virtual)
+            except FileError as exc:
+                problems.append((key, str(exc)))
+    return problems or alias_tables(config).problems(config.local_domains)
+
+
+def alias_tables(config: Config) -> aliases.Aliases:
+    """The aliases the config names, read (watched.FileError if one cannot be)."""
+    a = config.aliases
+    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit)

@@ -146,6 +146,15 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class AliasSettings:
+    """Where mail for an address really goes (empath/aliases.py)."""
+
+    file: Path | None = None  # /etc/aliases syntax, for local names (root, postmaster)
+    virtual: Path | None = None  # the virtual alias table, for addresses of the local domains
+    expansion_limit: int = 1000  # addresses one recipient may expand to; Postfix virtual_alias_expansion_limit
+
+
+@dataclass(frozen=True)
 class ControlSettings:
     """The control socket (empathctl); see empath/control/."""
 
@@ -213,6 +222,7 @@ class Config:
     control: ControlSettings = ControlSettings()
     dkim: tuple[DkimKey, ...] = ()  # signing keys, in config order
     verification: Verification = Verification()
+    aliases: AliasSettings = AliasSettings()
     senders_file: Path | None = None  # who may send as whom (empath/senders.py); None: each login's own address
 
     def domain_policy(self, domain: Domain) -> DomainPolicy:

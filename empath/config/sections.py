@@ -18,6 +18,7 @@ from empath.config.model import (
     HOOKS,
     MODES,
     TLS_POLICIES,
+    AliasSettings,
     Config,
     ControlSettings,
     Delivery,
@@ -58,6 +59,7 @@ SECTIONS = (
     "control",
     "dkim",
     "verification",
+    "aliases",
 )
 
 
@@ -316,6 +318,16 @@ def _verification(r: Reader, doc: dict) -> Verification:
     return v
 
 
+def _aliases(r: Reader, doc: dict, path: Callable[[Any], Path]) -> AliasSettings:
+    t = r.table(doc, "aliases", {f.name for f in fields(AliasSettings)})
+    d = AliasSettings()
+    return AliasSettings(
+        file=r.get(t, "file", None, path, "aliases.file"),
+        virtual=r.get(t, "virtual", None, path, "aliases.virtual"),
+        expansion_limit=r.get(t, "expansion_limit", d.expansion_limit, values.integer(1), "aliases.expansion_limit"),
+    )
+
+
 def _control(r: Reader, doc: dict, path: Callable[[Any], Path]) -> ControlSettings:
     t = r.table(doc, "control", {"socket", "group", "tokens_file"})
 
@@ -521,6 +533,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         dkim=_dkim(r, doc, path),
         verification=_verification(r, doc),
         senders_file=senders_file,
+        aliases=_aliases(r, doc, path),
     )
     for domain, policy in config.domains.items():
         # Mail for other domains is relayed for our own clients only: who exists there is not ours to say.

@@ -80,7 +80,12 @@ def format_show(detail: dict[str, Any]) -> str:
             "Recipients:",
         ]
         for r in detail["recipients"]:
-            line = f"  <{r['address']}>  {r['state']}, {r['attempts']} attempt{'s' if r['attempts'] != 1 else ''}"
+            # The address the sender wrote, when an alias (or the client's ORCPT) says it was another.
+            original = (r.get("orcpt") or "").partition(";")[2]
+            given = f" (for <{original}>)" if original and original != r["address"] else ""
+            line = (
+                f"  <{r['address']}>{given}  {r['state']}, {r['attempts']} attempt{'s' if r['attempts'] != 1 else ''}"
+            )
             if r["state"] in WAITING and r["leased_until"] is None:
                 line += f", next attempt {format_time(r['next_attempt_at'])}"
             out.append(line)

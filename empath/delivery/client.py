@@ -80,6 +80,8 @@ class OutboundEnvelope:
 
 
 MAX_REPLY_LINES = 100
+# A callout's answer for an internationalized address when the next hop has no SMTPUTF8.
+UNASKABLE = Reply(553, "5.6.7", "the next hop does not take internationalized addresses (no SMTPUTF8)")
 
 
 class Connection:
@@ -259,16 +261,19 @@ class Connection:
         """A callout: MAIL FROM:<>, RCPT TO:<address>, RSET. The remote's reply to RCPT
         says whether it takes mail for ``address``; nothing is sent. SmtpError if the
         null sender is refused or the session fails; Stale as for send()."""
+        utf8 = " SMTPUTF8" if not address.isascii() else ""
+        if utf8 and "SMTPUTF8" not in self.extensions:
+            # Nothing to ask: it takes no mail for this address from us (RFC 6531 §3.2), and
+            # the connection, untouched, is as good as it was.
+            return UNASKABLE
         idle, self.idle = self.idle, False
-        utf8 = " SMTPUTF8" if not address.isascii() and "SMTPUTF8" in self.extensions else ""
-        if not address.isascii() and not utf8:
-            raise SmtpError("MAIL", "the address needs SMTPUTF8, which the remote does not offer", status="5.6.7")
+        self.messages += 1  # a transaction begun: counted against max_messages_per_connection
         mail, rcpt = f"MAIL FROM:<>{utf8}", f"RCPT TO:<{address}>"
         if "PIPELINING" in self.extensions:
             self._pipeline(idle, [mail, rcpt, "RSET"])  # the RSET that ends it too: one round trip
             mail_reply = self.read_reply("MAIL", self.timeouts.command)
             rcpt_reply = self.read_reply("RCPT", self.timeouts.command)
-            reset = self.read_reply("RSET", self.timeouts.command).ok
+            reset = self.reset(read_only=True)
         else:
             if idle:
                 self._check_alive(b"RSET\r\n")
@@ -296,9 +301,13 @@ class Connection:
             raise SmtpError("end of data", str(exc), status="4.3.0", elsewhere=False) from None
         self.write("end of data", ready + encoder.end(), self.timeouts.command)
 
-    def reset(self) -> bool:
-        """RSET: is this connection still good for another transaction?"""
+    def reset(self, read_only: bool = False) -> bool:
+        """RSET (or, ``read_only``, the reply to one already sent): is this connection still
+        good for another transaction? Its failure (a 421, a timeout) is not an error of what
+        came before: the answers read stand."""
         try:
+            if read_only:
+                return self.read_reply("RSET", self.timeouts.command).ok
             return self.command("RSET", "RSET").ok
         except SmtpError:
             return False

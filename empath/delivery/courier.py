@@ -286,6 +286,9 @@ class Courier:
     def _connection(self, route: Route, c: Candidate) -> Connection:
         conn = self.pool.take(self._key(route, c))
         if conn is not None:
+            # Opened for a delivery or a callout, it goes on with this courier's patience: a callout
+            # must not wait 5 minutes for a reply, nor a delivery give up on its final dot after 10 s.
+            conn.timeouts = self.timeouts
             return conn
         return client.open_connection(
             c.host,

@@ -86,6 +86,7 @@ class Verifier:
         self._concurrency = config.verification.concurrency
         self._slots = gevent.lock.BoundedSemaphore(self._concurrency)
         self._pruner: gevent.Greenlet | None = None
+        self._room = 0  # answers for unknown addresses this process may still keep, as last counted
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -101,21 +102,22 @@ class Verifier:
     # -- answering a RCPT -------------------------------------------------------------
 
     def verify(self, address: EmailAddress, trace_id: str = "") -> Existence:
+        """Within verification.timeout, all told: the wait for a slot and for the answer."""
         settings = self.config.verification
-        key = address.lower()
-        existence, ask = judge(self._kept(key), time.time(), settings)
+        existence, ask = judge(self._kept(address), time.time(), settings)
         if existence is not None:
             if ask:
                 self._start(address, trace_id, wait=0)  # a refresh, if a slot is free
             self._count("cache", existence)
             return existence
+        deadline = time.monotonic() + settings.timeout
         pending = self._start(address, trace_id, wait=settings.timeout)
         if pending is None:
             event(log, "callout", level=logging.WARNING, to=address, result="busy", trace_id=trace_id or None)
             existence = Existence.UNVERIFIED
         else:
             try:
-                existence, _ = pending.get(timeout=settings.timeout)
+                existence, _ = pending.get(timeout=max(0.0, deadline - time.monotonic()))
             except gevent.Timeout:
                 existence = Existence.UNVERIFIED  # the callout goes on, and keeps its answer for next time
         self._count("callout", existence)
@@ -134,7 +136,7 @@ class Verifier:
                 except gevent.Timeout:
                     said = f"no answer within {settings.timeout:g}s"
             return {"result": existence.value, "source": "callout", "reply": said}
-        answer = self._kept(address.lower())
+        answer = self._kept(address)
         now = time.time()
         kept, due = judge(answer, now, settings)
         if answer is None or kept is None:
@@ -149,30 +151,33 @@ class Verifier:
 
     def forget(self, address: EmailAddress) -> bool:
         """Drop the answer kept for ``address``: its next RCPT asks the next hop. Was there one?"""
-        return bool(self.queue.write(verified.forget, address.lower(), quick=True))
+        return bool(self.queue.write(verified.forget, address, quick=True))
 
-    def _kept(self, key: str) -> verified.Answer | None:
+    # The answers are kept by the address as sent: the next hop decides whether case matters
+    # in a local part (Kate@ and kate@ may be two mailboxes), and a case folded here could
+    # make one address's answer another's. The domain is canonical (lower case) already.
+
+    def _kept(self, address: EmailAddress) -> verified.Answer | None:
         try:
-            return self.queue.read(verified.lookup, key)
+            return self.queue.read(verified.lookup, address)
         except (sqlite3.Error, QueueError) as exc:  # the database busy or broken: ask the next hop instead
-            log.warning("recipient verification: cannot read the answer kept for %s: %s", key, exc)
+            log.warning("recipient verification: cannot read the answer kept for %s: %s", address, exc)
             return None
 
     def _start(self, address: EmailAddress, trace_id: str, wait: float) -> gevent.event.AsyncResult | None:
         """The callout under way for ``address``, or a new one once a slot is free within
         ``wait`` seconds; None if none is."""
-        key = address.lower()
-        pending = self._asking.get(key)
+        pending = self._asking.get(address)
         if pending is not None:
             return pending
         slots = self._slots
         if not slots.acquire(blocking=wait > 0, timeout=wait if wait > 0 else None):
             return None
-        pending = self._asking.get(key)  # started while this one waited for a slot
+        pending = self._asking.get(address)  # started while this one waited for a slot
         if pending is not None:
             slots.release()
             return pending
-        pending = self._asking[key] = gevent.event.AsyncResult()
+        pending = self._asking[address] = gevent.event.AsyncResult()
         gevent.spawn(self._callout, address, trace_id, pending, slots)
         return pending
 
@@ -183,34 +188,51 @@ class Verifier:
         pending: gevent.event.AsyncResult,
         slots: gevent.lock.BoundedSemaphore,
     ) -> None:
-        key = address.lower()
+        """Ask, answer those waiting, keep the answer; only then let go of the address, so
+        that a RCPT coming meanwhile takes this answer rather than asking again."""
         started = time.monotonic()
         existence, said = Existence.UNVERIFIED, ""
         try:
-            existence, said = self._ask(address)
-        except Exception:  # a bug must cost this answer, not the slot or the sessions waiting for it
-            log.exception("recipient verification of %s failed", address)
-            said = "internal error (see the log)"
-        finally:
-            del self._asking[key]
-            slots.release()
-            pending.set((existence, said))
-        event(
-            log,
-            "callout",
-            level=logging.WARNING if existence is Existence.UNVERIFIED else logging.INFO,
-            to=address,
-            result=existence.value,
-            reply=said,
-            ms=round((time.monotonic() - started) * 1000),
-            trace_id=trace_id or None,
-        )
-        if existence is not Existence.UNVERIFIED:
-            answer = verified.Answer(key, existence is Existence.EXISTS, said, time.time())
             try:
-                self.queue.write(verified.remember, answer, quick=True)
-            except QueueError as exc:
-                log.warning("recipient verification: cannot keep the answer for %s: %s", address, exc)
+                existence, said = self._ask(address)
+            except Exception:  # a bug must cost this answer, not the slot or the sessions waiting for it
+                log.exception("recipient verification of %s failed", address)
+                said = "internal error (see the log)"
+            pending.set((existence, said))
+            event(
+                log,
+                "callout",
+                level=logging.WARNING if existence is Existence.UNVERIFIED else logging.INFO,
+                to=address,
+                result=existence.value,
+                reply=said,
+                ms=round((time.monotonic() - started) * 1000),
+                trace_id=trace_id or None,
+            )
+            if existence is not Existence.UNVERIFIED:
+                self._keep(verified.Answer(address, existence is Existence.EXISTS, said, time.time()))
+        finally:
+            if not pending.ready():
+                pending.set((existence, said))
+            del self._asking[address]
+            slots.release()
+
+    def _keep(self, answer: verified.Answer) -> None:
+        """Write the answer, unless it is an unknown address and the table is full: the
+        table's bound holds between the hourly sweeps, whatever strangers try."""
+        if not answer.exists:
+            if self._room <= 0:
+                try:
+                    self._room = self.config.verification.max_entries - self.queue.read(verified.count)
+                except (sqlite3.Error, QueueError):
+                    self._room = 0
+            if self._room <= 0:
+                return
+            self._room -= 1
+        try:
+            self.queue.write(verified.remember, answer, quick=True)
+        except QueueError as exc:
+            log.warning("recipient verification: cannot keep the answer for %s: %s", answer.address, exc)
 
     def _ask(self, address: EmailAddress) -> tuple[Existence, str]:
         """The next hop's answer, and what it said (with its name) or why there is none."""

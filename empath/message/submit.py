@@ -8,9 +8,9 @@ DKIM key files; the callers store the result and log what signing came to.
 """
 
 import email.utils
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from empath.addresses import ReversePath
+from empath.addresses import Domain, EmailAddress, ReversePath
 from empath.config import Config
 from empath.message import dkim, stamp
 from empath.queue.insert import NewMessage, NewRecipient
@@ -20,7 +20,8 @@ from empath.queue.spool import Spool
 @dataclass(frozen=True)
 class Envelope:
     sender: ReversePath
-    recipients: list[NewRecipient]
+    recipients: list[NewRecipient]  # after aliases
+    given: list[EmailAddress] = field(default_factory=list)  # as given, before aliases; []: the same
     smtputf8: bool = False
     body_type: str = "7BIT"
     dsn_ret: str | None = None
@@ -53,9 +54,7 @@ class SmtpClient:
     def client_helo(self) -> str:
         return self.helo or ""
 
-    def received(
-        self, hostname: str, queue_id: str, trace_id: str, recipients: list[NewRecipient], now: float
-    ) -> bytes:
+    def received(self, hostname: str, queue_id: str, trace_id: str, given: list[EmailAddress], now: float) -> bytes:
         return stamp.received(
             helo=self.helo or "unknown",
             client_address=self.address,
@@ -64,7 +63,7 @@ class SmtpClient:
             queue_id=queue_id,
             trace_id=trace_id,
             tls=self.tls,
-            recipient=recipients[0].address if len(recipients) == 1 else None,
+            recipient=given[0] if len(given) == 1 else None,  # the recipient as given, not its aliases
             now=now,
         )
 
@@ -93,9 +92,7 @@ class LocalUser:
     ours = True  # the host's own mail
     signs = True
 
-    def received(
-        self, hostname: str, queue_id: str, trace_id: str, recipients: list[NewRecipient], now: float
-    ) -> bytes:
+    def received(self, hostname: str, queue_id: str, trace_id: str, given: list[EmailAddress], now: float) -> bytes:
         return stamp.received_local(user=self.user, hostname=hostname, queue_id=queue_id, trace_id=trace_id, now=now)
 
     def missing_headers(self, data: bytes, sender: ReversePath, queue_id: str, hostname: str, now: float) -> bytes:
@@ -134,7 +131,8 @@ def compose(
     hostname = config.hostname
     header = data.header_section()
     trace_id = stamp.trace_from(header, hostname) or trace_id
-    head = origin.received(hostname, queue_id, trace_id, envelope.recipients, now) + origin.missing_headers(
+    given = envelope.given or [r.address for r in envelope.recipients]
+    head = origin.received(hostname, queue_id, trace_id, given, now) + origin.missing_headers(
         header, envelope.sender, queue_id, hostname, now
     )
     # Signing needs the message whole: a copy, for our own users' mail only.
@@ -164,3 +162,22 @@ def compose(
         events=events,
     )
     return message, signing
+
+
+Given = tuple[EmailAddress, Domain, tuple[str, ...], str | None, tuple[EmailAddress, ...]]
+
+
+def expanded(given: list[Given]) -> list[NewRecipient]:
+    """The queue's recipients of the recipients given — (address, domain, NOTIFY, ORCPT, what
+    its aliases expand to, () if none) — each alias's targets in its place, each address once.
+    A target keeps its recipient's NOTIFY, and its ORCPT, or the recipient as the original
+    (RFC 3461 §4.2): reports name the address the sender wrote."""
+    out: dict[str, NewRecipient] = {}
+    for address, domain, notify, orcpt, targets in given:
+        if not targets:
+            out.setdefault(address, NewRecipient(address, domain, notify, orcpt))
+            continue
+        original = orcpt or f"{'rfc822' if address.isascii() else 'utf-8'};{address}"
+        for target in targets:
+            out.setdefault(target, NewRecipient(target, target.domain, notify, original))
+    return list(out.values())

@@ -228,8 +228,12 @@ def named_files(config: Config) -> dict[str, Path]:
         "smarthost.password": config.smarthost.password_file if config.smarthost else None,
         "delivery.tls_ca": config.delivery.tls_ca_file,
         "control.tokens": config.control.tokens_file,
+        "auth.senders": config.senders_file,
+        "aliases.file": config.aliases.file,
+        "aliases.virtual": config.aliases.virtual,
     }
     named |= {f"dkim.{i}.key": key.key_file for i, key in enumerate(config.dkim)}
+    named |= {f"domains.{d}.recipients": p.recipients for d, p in config.domains.items()}
     return {member: path for member, path in named.items() if path is not None}
 
 

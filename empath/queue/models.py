@@ -92,7 +92,7 @@ class Event(BaseModel):
 class Verified(BaseModel):
     """What a next hop said when asked whether a recipient exists (delivery/verify.py)."""
 
-    address = peewee.TextField(primary_key=True)  # lower case
+    address = peewee.TextField(primary_key=True)  # as it was sent to the next hop
     found = peewee.BooleanField()  # does the address exist?
     reply = peewee.TextField()  # the next hop's reply to RCPT, as the operator will want to see it
     checked_at = peewee.FloatField(index=True)

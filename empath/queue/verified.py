@@ -12,16 +12,20 @@ from empath.queue.models import Verified
 
 @dataclass(frozen=True)
 class Answer:
-    address: str  # lower case
+    address: str  # as it was sent to the next hop
     exists: bool
     reply: str  # the next hop's reply to RCPT, and who gave it
     checked_at: float
 
 
 def lookup(conn: sqlite3.Connection, address: str) -> Answer | None:
-    """The answer kept for ``address`` (lower case), if any; a read on the hub (Queue.read)."""
+    """The answer kept for ``address``, if any; a read on the hub (Queue.read)."""
     row = conn.execute("SELECT found, reply, checked_at FROM verified WHERE address = ?", (address,)).fetchone()
     return None if row is None else Answer(address, bool(row[0]), row[1], row[2])
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM verified").fetchone()[0]
 
 
 def remember(db: peewee.SqliteDatabase, answer: Answer) -> None:

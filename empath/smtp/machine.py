@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from empath import addresses
 from empath.addresses import Domain, EmailAddress, ReversePath
+from empath.aliases import Expansion
 from empath.config.model import Limits
 from empath.smtp import replies
 from empath.smtp.commands import (
@@ -33,6 +34,14 @@ from empath.smtp.replies import Reply
 # Commands that move no mail: a client that sends more than junk_command_limit of
 # them (a repeated EHLO too) without queueing a message is holding a slot, not mailing.
 JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "HELP"})
+
+
+# An alias that cannot be expanded: a local name with no alias is unknown, like any other.
+_ALIAS_REFUSALS = {
+    "unknown": replies.UNKNOWN_RECIPIENT,
+    "loop": replies.ALIAS_LOOP,
+    "too_many": replies.ALIAS_TOO_MANY,
+}
 
 
 class Action(enum.Enum):
@@ -80,6 +89,8 @@ class Policy:
     # Is the address in its local domain's recipients table? None: the domain has none (all exist).
     recipient_exists: Callable[[str, str], bool | None] = lambda address, domain: None
     callout_domains: frozenset[Domain] = frozenset()  # local domains whose next hop says who exists
+    # Where mail for an address really goes (empath/aliases.py); not aliased: the address itself.
+    expand: Callable[[EmailAddress], Expansion] = lambda address: Expansion((address,))
     # May the user logged in send as this address? Asked on listeners with sender_ownership.
     sender_ownership: bool = False
     may_send_as: Callable[[str, str], bool] = lambda user, sender: True
@@ -96,6 +107,7 @@ class AcceptedRcpt:
     address: EmailAddress
     domain: Domain
     args: RcptArgs
+    targets: tuple[EmailAddress, ...] = ()  # what its aliases expand to; (): it is not aliased
 
 
 @dataclass
@@ -461,16 +473,23 @@ class Machine:
         if rcpt.path.postmaster:
             domain = self.policy.postmaster_domain
             address = addresses.Mailbox("postmaster", domain).address
-            verify = False
         else:
             assert rcpt.path.mailbox is not None
             address, domain = rcpt.path.mailbox.address, rcpt.path.mailbox.domain
-            # Postmaster at a local domain is always taken (RFC 5321 §4.5.1); any other
-            # unknown recipient is refused now, not taken and bounced later: no backscatter.
-            postmaster = rcpt.path.mailbox.local.lower() == "postmaster"
-            if not postmaster and self.policy.recipient_exists(address, domain) is False:
-                return self._fail(replies.UNKNOWN_RECIPIENT)
-            verify = not postmaster and domain in self.policy.callout_domains
+        expansion = self.policy.expand(address)
+        if expansion.problem is not None:
+            return self._fail(_ALIAS_REFUSALS[expansion.problem])
+        targets = expansion.targets if expansion.aliased else ()
+        # Postmaster at a local domain is always taken (RFC 5321 §4.5.1), and so is an
+        # address with an alias; any other unknown recipient is refused now, not taken
+        # and bounced later: no backscatter.
+        known = expansion.aliased or address.local.lower() == "postmaster"
+        if not known and self.policy.recipient_exists(address, domain) is False:
+            return self._fail(replies.UNKNOWN_RECIPIENT)
+        # Our own clients are not asked about (Postfix's permit_mynetworks, permit_sasl_authenticated
+        # before reject_unverified_recipient): the internal server down must not stop the office
+        # writing to itself, and what they misspell bounces to them.
+        verify = not known and not self.ours and domain in self.policy.callout_domains
         recipients = self.transaction.recipients
         if any(r.address == address for r in recipients):
             return Step((replies.RECIPIENT_OK,))
@@ -479,7 +498,7 @@ class Machine:
         return self._accept(
             Check("rcpt", recipient=address, verify=verify),
             replies.RECIPIENT_OK,
-            lambda: recipients.append(AcceptedRcpt(address, domain, rcpt)),
+            lambda: recipients.append(AcceptedRcpt(address, domain, rcpt, targets)),
         )
 
     def _cmd_data(self, arg: str) -> Step:

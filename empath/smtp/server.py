@@ -18,6 +18,7 @@ from gevent.server import StreamServer
 from empath import recipients, senders
 from empath.addresses import EmailAddress
 from empath.config import Config, Listener
+from empath.config.files import alias_tables
 from empath.log import event
 from empath.metrics import Metrics
 from empath.plugins.loader import Plugins
@@ -95,6 +96,7 @@ class SmtpServer:
             self.users = Users(self.config.users_file)
         self.recipients = _recipient_tables(self.config, {})
         self.senders = _senders(self.config, None)
+        self.aliases = alias_tables(self.config)
 
     def recipient_exists(self, address: str, domain: str) -> bool | None:
         """Is ``address`` in its domain's recipients table? None: the domain has none."""
@@ -145,7 +147,7 @@ class SmtpServer:
             hostname=c.hostname,
             mode=listener.mode,
             limits=c.limits,
-            local_domains=c.local_domains,
+            local_domains=self.aliases.ours(c.local_domains),
             tls_available=self.tls_context is not None,
             auth_available=self.users is not None,
             storage_available=self.storage_available,
@@ -153,6 +155,7 @@ class SmtpServer:
             callout_domains=frozenset(d for d, p in c.domains.items() if p.callout and self.verifier is not None),
             sender_ownership=listener.sender_ownership,
             may_send_as=self.may_send_as,
+            expand=self.aliases.expand,
         )
 
     def adopt_listeners(self) -> None:
@@ -260,12 +263,14 @@ class SmtpServer:
         # First what may fail (a table read anew), so that a failure changes nothing.
         tables = _recipient_tables(config, self.recipients)
         owners = _senders(config, self.senders)
+        aliases = alias_tables(config)
         self.config = config
         self.tls_context = tls_context(config)
         if config.users_file != (self.users.path if self.users is not None else None):
             self.users = Users(config.users_file) if config.users_file is not None else None
         self.recipients = tables
         self.senders = owners
+        self.aliases = aliases
         if self.verifier is not None:
             self.verifier.reconfigure(config)
         for listening in self.listening:

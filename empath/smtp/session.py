@@ -32,7 +32,7 @@ from empath.plugins.loader import Plugins
 from empath.plugins.runner import PASS, Verdict
 from empath.queue import ids
 from empath.queue.database import QueueError, StorageFull, classify
-from empath.queue.insert import NewMessage, NewRecipient
+from empath.queue.insert import NewMessage
 from empath.queue.spool import Spool
 from empath.recipients import Existence
 from empath.smtp import replies
@@ -481,7 +481,10 @@ class Session:
         mail = transaction.mail
         return submit.Envelope(
             sender=transaction.sender,
-            recipients=[NewRecipient(r.address, r.domain, r.args.notify, r.args.orcpt) for r in transaction.recipients],
+            recipients=submit.expanded(
+                [(r.address, r.domain, r.args.notify, r.args.orcpt, r.targets) for r in transaction.recipients]
+            ),
+            given=[r.address for r in transaction.recipients],
             smtputf8=mail.smtputf8,
             body_type=mail.body,
             dsn_ret=mail.ret,

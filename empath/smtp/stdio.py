@@ -28,6 +28,7 @@ from gevent import select
 
 from empath.addresses import EmailAddress
 from empath.config import Config, Listener
+from empath.config.files import alias_tables
 from empath.message import dkim, submit
 from empath.metrics import Metrics
 from empath.plugins.loader import Plugins
@@ -99,7 +100,10 @@ class LocalSession(Session):
     linger = 0.0  # a pipe has nothing to linger over
 
     def __init__(self, config: Config, user: str, pipe: Pipe, store: Callable[[NewMessage], None]):
-        policy = Policy(config.hostname, "smtp", config.limits, config.local_domains)
+        aliases = alias_tables(config)
+        policy = Policy(
+            config.hostname, "smtp", config.limits, aliases.ours(config.local_domains), expand=aliases.expand
+        )
         # Connection asks nothing of a socket but recv, sendall and close, which Pipe has.
         conn = Connection(cast(socket.socket, pipe), write_timeout=config.timeouts.command)
         super().__init__(Listening(LocalHost(config, store), STDIN, policy), conn, client_address="")

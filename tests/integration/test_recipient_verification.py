@@ -76,18 +76,21 @@ def test_unknown_is_550_at_rcpt_known_is_taken_and_delivered_and_answers_are_kep
 
         asked = len(probes(peer))
         # Asked again: both answers come from the cache, without a connection to the next hop.
-        assert rcpt(daemon, "NOBODY@local.test", "bob@local.test") == [
+        assert rcpt(daemon, "nobody@local.test", "Bob@local.test") == [
             raw_reply(replies.UNKNOWN_RECIPIENT),
             raw_reply(replies.RECIPIENT_OK),
         ]
         assert len(probes(peer)) == asked
         rows = daemon.query("SELECT address, found, reply FROM verified ORDER BY address")
-        assert [(a, f) for a, f, _ in rows] == [("bob@local.test", 1), ("nobody@local.test", 0)]
+        assert [(a, f) for a, f, _ in rows] == [("Bob@local.test", 1), ("nobody@local.test", 0)]
         assert "no such mailbox" in rows[1][2] and "127.0.0.11" in rows[1][2]
+        # The server decides whether case matters: another spelling is asked about, and kept apart.
+        assert rcpt(daemon, "NOBODY@local.test") == [raw_reply(replies.UNKNOWN_RECIPIENT)]  # this one says so
+        assert probes(peer)[-1] == "RCPT TO:<NOBODY@local.test>"
         assert not peer.violations and not peer.errors
 
     log = daemon.log_since_start()
-    assert log.count("reject RCPT from unknown[127.0.0.1]: 550 5.1.1") == 2
+    assert log.count("reject RCPT from unknown[127.0.0.1]: 550 5.1.1") == 3
     assert "callout to=nobody@local.test result=unknown" in log
 
 
@@ -126,18 +129,19 @@ def test_a_next_hop_that_is_down_or_slow_gets_450_never_250(make_daemon):
     assert "callout to=bob@local.test result=unverified" in log
 
 
-def test_postmaster_is_never_verified_and_a_trusted_client_is_verified_too(make_daemon):
+def test_postmaster_and_our_own_clients_recipients_are_never_asked_about(make_daemon):
     with Peer("127.0.0.11") as peer:
         peer.rcpt_reply = "550 5.1.1 no such mailbox"
         daemon = callout_daemon(make_daemon, peer.port).start()
         assert [r[0] for r in rcpt(daemon, "postmaster@local.test", "Postmaster")] == [250, 250]
         assert probes(peer) == []
-        # A trusted client's recipient at a verified domain is verified too: it would bounce all the same.
+        # A trusted client's is taken as given (a typo bounces to the office's own sender).
         with RawClient(daemon.ports.smtp, source="127.0.0.2") as client:
             client.reply()
             client.cmd("EHLO office.test")
             client.cmd("MAIL FROM:<printer@local.test>")
-            assert client.cmd("RCPT TO:<typo@local.test>") == raw_reply(replies.UNKNOWN_RECIPIENT)
+            assert client.cmd("RCPT TO:<typo@local.test>") == raw_reply(replies.RECIPIENT_OK)
+        assert probes(peer) == []
 
 
 def test_helper_processes_verify_and_share_the_answers(make_daemon):

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from empath import addresses
+from empath.aliases import Aliases
 from empath.cmd.sendmail import FIELD, Options, build, read_message
 from empath.config.model import Limits
 from empath.config.sections import validate
@@ -38,6 +39,7 @@ from empath.smtp.data import DataReader
 from empath.smtp.machine import Action, Machine, Policy, State
 
 SETTINGS = settings(max_examples=200, deadline=None)
+NO_ALIASES = Aliases(None, None, "mx.test", 1000)
 SENDMAIL_CONFIG = validate(
     {"server": {"hostname": "host.test", "data_dir": "/tmp/x"}, "listeners": [{"address": "127.0.0.1:2525"}]},
     "",
@@ -412,7 +414,9 @@ PRINTABLE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size
 def sent_through_sendmail(text: bytes) -> bytes:
     """What the queue keeps of ``text`` written to `sendmail -i root`."""
     message = read_message(io.BytesIO(text), dot_ends=False)
-    msg, _ = build(Options(dot_ends=False, recipients=["root"]), message, SENDMAIL_CONFIG, "cron", 1.8e9, "Q1")
+    msg, _ = build(
+        Options(dot_ends=False, recipients=["root"]), message, SENDMAIL_CONFIG, "cron", 1.8e9, "Q1", NO_ALIASES
+    )
     return msg.head + msg.body.read()
 
 

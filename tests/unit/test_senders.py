@@ -57,11 +57,14 @@ TABLE = parse("alice: alice@office.test, sales@office.test\ndirector: @office.te
         ("director", "anyone@branch.test", False),
         # Not listed: the login's own address.
         ("carol", "carol@office.test", True),
-        ("carol", "Carol@branch.test", True),
+        ("carol", "carol@Branch.test", True),
+        ("carol", "Carol@branch.test", False),  # user names are case-sensitive: Carol is not carol
         ("carol", "carol@far.test", False),  # not a local domain
         ("carol", "alice@office.test", False),
         ("dave@far.test", "dave@far.test", True),
-        ("dave@far.test", "DAVE@FAR.test", True),
+        ("dave@far.test", "dave@FAR.test", True),
+        ("dave@far.test", "DAVE@far.test", False),
+        ("Alice", "alice@office.test", False),
         ("dave@far.test", "dave@office.test", False),
     ],
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import tomlkit
 
+from empath.aliases import Aliases
 from empath.cmd.sendmail import (
     Options,
     UsageError,
@@ -17,6 +18,8 @@ from empath.cmd.sendmail import (
     remove_bcc,
 )
 from empath.config.sections import validate
+
+NO_ALIASES = Aliases(None, None, "mail.example.test", 1000)
 
 
 def config():
@@ -83,7 +86,7 @@ def test_header_recipients_and_bcc_removal():
 def test_build_adds_headers_qualifies_names_and_keeps_the_body():
     message = b"Subject: backup\r\nBcc: secret@x.test\r\n\r\nall done\r\n"
     opts = Options(from_headers=True, full_name="Cron Daemon", recipients=["root"])
-    msg, signing = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ")
+    msg, signing = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ", NO_ALIASES)
     assert msg.sender == "backup@host.test"
     assert [r.address for r in msg.recipients] == ["root@host.test", "secret@x.test"]
     stored = msg.head + msg.body.read()  # what the queue keeps
@@ -102,4 +105,4 @@ def test_build_adds_headers_qualifies_names_and_keeps_the_body():
 
 def test_build_without_recipients_is_a_usage_error():
     with pytest.raises(UsageError):
-        build(Options(), b"Subject: x\r\n\r\n", config(), "u", 0.0, "Q")
+        build(Options(), b"Subject: x\r\n\r\n", config(), "u", 0.0, "Q", NO_ALIASES)

@@ -615,6 +615,26 @@ def test_check_files_reads_the_senders_table(tmp_path):
     assert said(check_files(config)) == []
 
 
+def test_check_files_reads_the_aliases_and_says_what_they_get_wrong(tmp_path):
+    (tmp_path / "aliases").write_text("root: it@office.test\n")
+    (tmp_path / "virtual").write_text("sales@office.test a@office.test\nx@far.test y@office.test\n")
+    text = GOOD + '[relay]\nlocal_domains = ["office.test"]\n[aliases]\nfile = "aliases"\nvirtual = "virtual"\n'
+    config = check(text + "expansion_limit = 5\n", tmp_path / "empath.toml")
+    assert (config.aliases.file, config.aliases.expansion_limit) == (tmp_path / "aliases", 5)
+    assert said(check_files(config)) == [
+        f"aliases.virtual: {tmp_path / 'virtual'}, line 2: x@far.test: not an address of a local domain"
+    ]
+    (tmp_path / "aliases").write_text("root: |/bin/sh\n")
+    [problem] = said(check_files(config))
+    assert problem.startswith(f"aliases.file: {tmp_path / 'aliases'}, line 1: '|/bin/sh': pipes are not run")
+
+
+def test_an_expansion_limit_of_nothing_is_refused():
+    assert problems_of(GOOD + "[aliases]\nexpansion_limit = 0\n") == [
+        "aliases.expansion_limit (line 8): must be at least 1"
+    ]
+
+
 def test_a_senders_table_needs_users():
     assert problems_of(GOOD + '[auth]\nsenders = "senders"\n') == [
         "auth.senders (line 8): says who may send as whom after AUTH, which needs auth.users_file"

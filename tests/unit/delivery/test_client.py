@@ -10,6 +10,7 @@ import ssl
 import pytest
 from peer import HANG, Peer
 
+from empath.addresses import EmailAddress
 from empath.delivery.client import (
     ClientTimeouts,
     OutboundEnvelope,
@@ -876,3 +877,42 @@ def test_8bit_content_is_not_sent_to_a_server_without_8bitmime():
         assert caught.value.status == "5.6.3" and caught.value.permanent
         assert "MAIL" not in peer.connections[0].commands
         assert not peer.violations
+
+
+# -- callouts (Connection.probe) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_probe_asks_with_the_null_sender_and_leaves_the_connection_clean(peer, pipelining):
+    peer.extensions = PIPELINED_EXTENSIONS if pipelining else PLAIN_EXTENSIONS
+    peer.rcpt_replies["nobody@remote.test"] = USER_UNKNOWN
+    conn = connect(peer)
+    assert conn.probe(EmailAddress("nobody@remote.test")).code == 550
+    assert conn.probe(EmailAddress("bob@remote.test")).code == 250
+    assert conn.messages == 2 and not conn.broken  # counted against max_messages_per_connection
+    conn.quit()
+    peer.wait_until_idle()
+    [seen] = peer.connections
+    assert seen.commands[1:] == ["MAIL", "RCPT", "RSET", "MAIL", "RCPT", "RSET", "QUIT"]
+    assert seen.lines[1] == b"MAIL FROM:<>" and peer.transactions == [] and peer.violations == []
+
+
+def test_a_probe_keeps_the_answer_when_the_rset_after_it_fails(peer):
+    peer.extensions = PIPELINED_EXTENSIONS
+    peer.rcpt_replies["nobody@remote.test"] = USER_UNKNOWN
+    peer.fail_at = ("RSET", 1, BYE)  # Postfix's hard error limit: 421 after too many refusals
+    conn = connect(peer)
+    assert conn.probe(EmailAddress("nobody@remote.test")).code == 550
+    assert conn.broken  # not to be pooled
+    conn.quit()
+
+
+def test_an_internationalized_address_is_not_asked_of_a_next_hop_without_smtputf8(peer):
+    peer.extensions = [e for e in PIPELINED_EXTENSIONS if e != "SMTPUTF8"]
+    conn = connect(peer)
+    reply = conn.probe(EmailAddress("zoë@remote.test"))
+    assert (reply.code, reply.status) == (553, "5.6.7")
+    assert conn.messages == 0 and not conn.broken  # untouched, as good as it was
+    conn.quit()
+    peer.wait_until_idle()
+    assert "MAIL" not in peer.connections[0].commands

@@ -42,6 +42,9 @@ def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
         delivery=SimpleNamespace(tls_ca_file=None),
         control=SimpleNamespace(tokens_file=None),
         dkim=(),
+        senders_file=None,
+        aliases=SimpleNamespace(file=None, virtual=None),
+        domains={},
     )
 
 

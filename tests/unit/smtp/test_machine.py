@@ -5,6 +5,8 @@ from dataclasses import replace
 
 import pytest
 
+from empath.addresses import EmailAddress
+from empath.aliases import Expansion
 from empath.config.model import Limits
 from empath.smtp import replies
 from empath.smtp.machine import Action, Machine, Policy, State, Step
@@ -961,3 +963,37 @@ def test_sender_ownership_asks_nothing_of_a_client_not_logged_in_or_a_listener_w
     m.auth_result(True)
     assert_reply(say(m, "MAIL FROM:<anyone@far.test>"), replies.SENDER_OK)
     assert asked == []
+
+
+def test_our_own_clients_recipients_are_not_verified_by_callout():
+    m = ready(make(trusted=True))
+    m.policy = replace(m.policy, callout_domains=frozenset({"example.test"}))
+    say(m, "MAIL FROM:<printer@example.test>")
+    assert_reply(say(m, "RCPT TO:<typo@example.test>"), replies.RECIPIENT_OK)
+
+
+def test_an_aliased_recipient_is_taken_with_its_targets_and_a_broken_alias_is_refused():
+    results = {
+        "sales@example.test": Expansion(
+            (EmailAddress("alice@example.test"), EmailAddress("bob@far.test")), aliased=True
+        ),
+        "loop@example.test": Expansion(problem="loop", aliased=True),
+        "big@example.test": Expansion(problem="too_many", aliased=True),
+        "root@mx.test": Expansion(problem="unknown"),
+    }
+    m = ready(make(local_domains=(*LOCAL, "mx.test")))  # with an aliases file, the hostname is local
+    m.policy = replace(
+        m.policy,
+        expand=lambda address: results.get(address, Expansion((address,))),
+        # The table does not list sales@: its alias makes it exist all the same.
+        recipient_exists=lambda address, domain: address == "known@example.test",
+        callout_domains=frozenset({"example.test"}),
+    )
+    say(m, "MAIL FROM:<victim@far.test>")
+    assert_reply(say(m, "RCPT TO:<sales@example.test>"), replies.RECIPIENT_OK)  # not held for a callout either
+    assert_reply(say(m, "RCPT TO:<loop@example.test>"), replies.ALIAS_LOOP)
+    assert_reply(say(m, "RCPT TO:<big@example.test>"), replies.ALIAS_TOO_MANY)
+    assert_reply(say(m, "RCPT TO:<root@mx.test>"), replies.UNKNOWN_RECIPIENT)
+    assert (key(replies.ALIAS_LOOP), key(replies.ALIAS_TOO_MANY)) == ((554, "5.4.6"), (550, "5.5.3"))
+    [sales] = m.transaction.recipients
+    assert sales.address == "sales@example.test" and sales.targets == ("alice@example.test", "bob@far.test")

@@ -1,0 +1,308 @@
+"""Aliases: where mail for an address really goes.
+
+Two tables, both optional (``[aliases]`` in the config):
+
+- the **aliases file**, in ``/etc/aliases`` syntax, for local names: what
+  ``sendmail root`` and mail to ``root@<hostname>`` or ``root@localhost``
+  reach (Postfix's ``alias_maps``)::
+
+      postmaster: root
+      root: it@office.test
+      backups: :include:/etc/empath/backup-team
+
+- the **virtual alias table**, for addresses of the local domains
+  (Postfix's ``virtual_alias_maps``)::
+
+      sales@office.test     alice@office.test, bob@office.test
+      alice@office.test     alice@office.test, alice@home.example   # keep a copy, forward one
+      @branch.test          it@office.test                           # a catch-all
+
+A target is an address (mail to one outside the local domains is
+forwarded), a local name (looked up in the aliases file), or
+``:include:/path``, a file of targets. Pipes (``|command``) and files
+(``/path``) are refused: Empath delivers by SMTP only. Lines that start with
+white space continue the one before; ``#`` starts a comment.
+
+Expansion (``expand``, pure) is recursive and happens once, when a
+recipient is accepted: an address whose expansion names it again keeps that
+copy and is not expanded further; an address met again further down its own
+chain is a loop; more than ``limit`` addresses is a runaway. A local name
+with no alias has nowhere to go (there are no local mailboxes): it is
+unknown.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from empath import addresses
+from empath.addresses import AddressError, Domain, EmailAddress
+from empath.watched import Watched
+
+MAX_INCLUDE_DEPTH = 10  # :include: files within :include: files
+MAX_DEPTH = 100  # aliases of aliases, however long the chain
+NAME_DOMAINS = ("localhost",)  # besides the hostname: the domains of local names
+
+
+class AliasesFileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Table:
+    """One file's aliases: a key (a local name, an address, or ``@domain``; lower case) →
+    its targets (addresses, or local names: without ``@``), with where each key was written."""
+
+    targets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)  # key → "FILE, line N"
+    includes: tuple[Path, ...] = ()  # the :include: files read
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each entry: continuation lines joined, comments dropped."""
+    out: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        if raw[:1] in (" ", "\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
+        else:
+            out.append((number, line.strip()))
+    return out
+
+
+def _local_name(text: str) -> str:
+    """A local name as a key or target: a valid local part, lower case."""
+    try:
+        addresses.parse_mailbox(f"{text}@localhost", utf8=True)
+    except AddressError as exc:
+        raise AddressError(f"{text!r} is not a local name or an address ({exc})") from None
+    return text.lower()
+
+
+def _target(text: str, base: Path, depth: int, includes: list[Path]) -> list[str]:
+    """The targets ``text`` names: itself, or an :include: file's."""
+    if text.startswith('"') and text.endswith('"') and len(text) > 1:
+        text = text[1:-1]
+    if text.startswith("|"):
+        raise AddressError(f"{text!r}: pipes are not run (Empath delivers by SMTP only): alias it to an address")
+    if text.startswith("/"):
+        raise AddressError(f"{text!r}: files are not written (Empath delivers by SMTP only): alias it to an address")
+    if text.lower().startswith(":include:"):
+        return _include(text[len(":include:") :].strip(), base, depth, includes)
+    if "@" in text:
+        mailbox = addresses.parse_path(f"<{text}>", utf8=True).mailbox
+        if mailbox is None:
+            raise AddressError(f"{text!r} is not an address")
+        return [mailbox.address]
+    return [_local_name(text)]
+
+
+def _include(name: str, base: Path, depth: int, includes: list[Path]) -> list[str]:
+    if depth >= MAX_INCLUDE_DEPTH:
+        raise AddressError(f":include:{name}: more than {MAX_INCLUDE_DEPTH} files deep")
+    path = base / name if not name.startswith("/") else Path(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AddressError(f":include:{name}: cannot read it: {exc}") from None
+    includes.append(path)
+    out = []
+    for number, line in _logical_lines(text):
+        try:
+            for item in _split(line):
+                out += _target(item, path.parent, depth + 1, includes)
+        except AddressError as exc:
+            raise AddressError(f"{path}, line {number}: {exc}") from None
+    return out
+
+
+def _split(targets: str) -> list[str]:
+    """The targets of an entry: separated by commas or white space, except within quotes."""
+    items, current, quoted = [], "", False
+    for ch in targets:
+        if ch == '"':
+            quoted = not quoted
+        if not quoted and (ch == "," or ch.isspace()):
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    return [item for item in [*items, current] if item]
+
+
+def parse(text: str, path: Path, virtual: bool) -> Table:
+    """One file's table; AliasesFileError names the file and line of the first problem.
+    ``virtual``: keys are addresses or @domain, the colon after them optional;
+    else (the aliases file) keys are local names followed by a colon."""
+    targets: dict[str, tuple[str, ...]] = {}
+    where: dict[str, str] = {}
+    includes: list[Path] = []
+    for number, line in _logical_lines(text):
+        at = f"{path}, line {number}"
+        if virtual:
+            key_text, _, rest = line.partition(" ")
+            key_text, colon, after = key_text.partition(":")
+            rest = f"{after} {rest}" if colon else rest
+        else:
+            key_text, colon, rest = line.partition(":")
+            if not colon:
+                raise AliasesFileError(f"{at}: not name: target, target, ...")
+        key_text = key_text.strip().strip('"')
+        try:
+            key = _virtual_key(key_text) if virtual else _local_name(key_text)
+            found = [t for item in _split(rest) for t in _target(item, path.parent, 0, includes)]
+        except AddressError as exc:
+            raise AliasesFileError(f"{at}: {exc}") from None
+        if not found:
+            raise AliasesFileError(f"{at}: {key_text!r} is given no target")
+        if key in targets:
+            raise AliasesFileError(f"{at}: {key_text!r} is aliased twice (first at {where[key]})")
+        targets[key] = tuple(dict.fromkeys(found))
+        where[key] = at
+    return Table(targets, where, tuple(includes))
+
+
+def _virtual_key(text: str) -> str:
+    if not text:
+        raise AddressError("no address before the targets")
+    return addresses.set_entry(text)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Where mail for one address goes: its final recipients, or why it cannot go."""
+
+    targets: tuple[EmailAddress, ...] = ()
+    problem: str | None = None  # "unknown", "loop" or "too_many"
+    aliased: bool = False  # an alias of it was found (it exists, whatever else says so)
+
+
+def name_domains(hostname: str) -> tuple[str, ...]:
+    """The domains of local names, with an aliases file (Postfix's mydestination)."""
+    return (hostname, *NAME_DOMAINS)
+
+
+class _Stop(Exception):
+    def __init__(self, problem: str):
+        self.problem = problem
+
+
+def expand(address: EmailAddress, local: Table | None, virtual: Table, hostname: str, limit: int = 1000) -> Expansion:
+    """The final recipients of ``address`` (pure): the virtual table first (the address,
+    then, for a local name, the aliases file, then the domain's catch-all), recursively.
+    ``local`` None: there is no aliases file, and no domain holds local names."""
+    names = name_domains(hostname) if local is not None else ()
+    final: dict[str, EmailAddress] = {}
+
+    def targets_of(addr: EmailAddress) -> tuple[str, ...] | None:
+        key = addr.lower()
+        domain = addr.domain
+        found = virtual.targets.get(key)
+        if found is None and local is not None and domain in names:
+            found = local.targets.get(addr.local.lower())
+        if found is None:
+            found = virtual.targets.get(f"@{domain}")
+        return found
+
+    def walk(addr: EmailAddress, chain: tuple[str, ...]) -> None:
+        if len(chain) > MAX_DEPTH:
+            raise _Stop("loop")
+        found = targets_of(addr)
+        if found is None:
+            if addr.domain in names:
+                raise _Stop("unknown")  # a local name nobody aliased: no mailbox here
+            final.setdefault(addr.lower(), addr)
+            if len(final) > limit:
+                raise _Stop("too_many")
+            return
+        for text in found:
+            target = EmailAddress._trusted(text if "@" in text else f"{text}@{hostname}")
+            if target.lower() == addr.lower():  # itself among its targets: this copy stays here
+                final.setdefault(target.lower(), target)
+                if len(final) > limit:
+                    raise _Stop("too_many")
+            elif target.lower() in chain:
+                raise _Stop("loop")
+            else:
+                walk(target, (*chain, addr.lower()))
+
+    aliased = targets_of(address) is not None
+    try:
+        walk(address, ())
+    except _Stop as stop:
+        return Expansion(problem=stop.problem, aliased=aliased)
+    return Expansion(tuple(final.values()), aliased=aliased)
+
+
+class AliasesFile(Watched[Table]):
+    """An aliases or virtual file, read again when it or one of its :include: files changes."""
+
+    def __init__(self, path: Path, virtual: bool):
+        what = "virtual alias table" if virtual else "aliases file"
+        super().__init__(path, lambda text: parse(text, path, virtual), what, lambda table: table.includes)
+
+
+class Aliases:
+    """The aliases the config names, each file watched: what ``expand`` asks of them."""
+
+    def __init__(self, file: Path | None, virtual: Path | None, hostname: str, limit: int):
+        self.local = AliasesFile(file, virtual=False) if file is not None else None
+        self.virtual = AliasesFile(virtual, virtual=True) if virtual is not None else None
+        self.hostname = hostname
+        self.limit = limit
+
+    @property
+    def name_domains(self) -> tuple[str, ...]:
+        """The domains whose addresses are local names: none without an aliases file."""
+        return name_domains(self.hostname) if self.local is not None else ()
+
+    def ours(self, local_domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
+        """The local domains and, with an aliases file, the domains of local names after them
+        (mail for them is taken from anyone, as Postfix's mydestination)."""
+        names = (Domain._trusted(d) for d in self.name_domains if d not in local_domains)
+        return (*local_domains, *names)
+
+    def expand_all(self, given: list[EmailAddress]) -> list[tuple[EmailAddress, tuple[EmailAddress, ...]]]:
+        """Each address with what its aliases expand to (() if none); AddressError names one
+        that cannot be expanded. What sendmail does with its recipients, as a session does at RCPT."""
+        out = []
+        for address in given:
+            expansion = self.expand(address)
+            if expansion.problem is not None:
+                raise AddressError(f"{address}: {PROBLEMS[expansion.problem]}")
+            out.append((address, expansion.targets if expansion.aliased else ()))
+        return out
+
+    def expand(self, address: EmailAddress) -> Expansion:
+        local = self.local.current() if self.local is not None else None
+        virtual = self.virtual.current() if self.virtual is not None else Table()
+        return expand(address, local, virtual, self.hostname, self.limit)
+
+    def problems(self, local_domains: tuple[str, ...]) -> list[tuple[str, str]]:
+        """What --check finds wrong with entries that parse (key, why): a virtual key outside the
+        local domains, and every key whose expansion loops, runs away or reaches an unknown local name."""
+        found = []
+        ours = (*local_domains, *self.name_domains)
+        for watched, kind in ((self.virtual, "virtual"), (self.local, "file")):
+            if watched is None:
+                continue
+            table = watched.value
+            for key, where in table.where.items():
+                domain = key.rpartition("@")[2] if kind == "virtual" else self.hostname
+                if domain not in ours:
+                    found.append((f"aliases.{kind}", f"{where}: {key}: not an address of a local domain"))
+                    continue
+                sample = key if "@" in key[1:] else f"{key}@{domain}" if kind == "file" else f"x{key}"
+                problem = self.expand(EmailAddress._trusted(sample)).problem
+                if problem is not None:
+                    found.append((f"aliases.{kind}", f"{where}: {key}: {PROBLEMS[problem]}"))
+        return found
+
+
+# What --check says of a key whose expansion fails, and the RCPT refusals say too.
+PROBLEMS = {
+    "unknown": "leads to a local name with no alias, and there are no local mailboxes: alias it to an address",
+    "loop": "its aliases loop back to it",
+    "too_many": "expands to more addresses than aliases.expansion_limit",
+}
