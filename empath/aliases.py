@@ -31,11 +31,13 @@ with no alias has nowhere to go (there are no local mailboxes): it is
 unknown.
 """
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from empath import addresses
 from empath.addresses import AddressError, Domain, EmailAddress
+from empath.srs import Srs, SrsError, is_srs
 from empath.watched import Watched
 
 MAX_INCLUDE_DEPTH = 10  # :include: files within :include: files
@@ -174,7 +176,7 @@ class Expansion:
     """Where mail for one address goes: its final recipients, or why it cannot go."""
 
     targets: tuple[EmailAddress, ...] = ()
-    problem: str | None = None  # "unknown", "loop" or "too_many"
+    problem: str | None = None  # "unknown", "loop", "too_many" or "srs" (a bad SRS address)
     aliased: bool = False  # an alias of it was found (it exists, whatever else says so)
 
 
@@ -246,16 +248,26 @@ class AliasesFile(Watched[Table]):
 class Aliases:
     """The aliases the config names, each file watched: what ``expand`` asks of them."""
 
-    def __init__(self, file: Path | None, virtual: Path | None, hostname: str, limit: int):
+    def __init__(self, file: Path | None, virtual: Path | None, hostname: str, limit: int, srs: Srs | None = None):
         self.local = AliasesFile(file, virtual=False) if file is not None else None
         self.virtual = AliasesFile(virtual, virtual=True) if virtual is not None else None
         self.hostname = hostname
         self.limit = limit
+        self.srs = srs  # a bounce to a rewritten sender goes back to the sender it stands for
 
     @property
     def name_domains(self) -> tuple[str, ...]:
         """The domains whose addresses are local names: none without an aliases file."""
         return name_domains(self.hostname) if self.local is not None else ()
+
+    def _unforward(self, local: str) -> Expansion:
+        """An SRS address of ours, as an alias of the sender it stands for; forged or expired: refused."""
+        assert self.srs is not None
+        try:
+            original = addresses.parse_mailbox(self.srs.reverse(local, time.time()), utf8=True).address
+        except (SrsError, AddressError):
+            return Expansion(problem="srs", aliased=True)
+        return Expansion((original,), aliased=True)
 
     def ours(self, local_domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
         """The local domains and, with an aliases file, the domains of local names after them
@@ -275,6 +287,8 @@ class Aliases:
         return out
 
     def expand(self, address: EmailAddress) -> Expansion:
+        if self.srs is not None and address.domain == self.srs.domain and is_srs(address.local):
+            return self._unforward(address.local)
         local = self.local.current() if self.local is not None else None
         virtual = self.virtual.current() if self.virtual is not None else Table()
         return expand(address, local, virtual, self.hostname, self.limit)
@@ -305,4 +319,5 @@ PROBLEMS = {
     "unknown": "leads to a local name with no alias, and there are no local mailboxes: alias it to an address",
     "loop": "its aliases loop back to it",
     "too_many": "expands to more addresses than aliases.expansion_limit",
+    "srs": "is not a rewritten sender of ours (SRS): forged, expired or malformed",
 }

@@ -200,8 +200,9 @@ def qualify(address: str, domain: addresses.Domain) -> addresses.Mailbox:
 
 def build(
     opts: Options, message: bytes, config: Config, user: str, now: float, queue_id: str, aliases: Aliases
-) -> tuple[NewMessage, dkim.Signing]:
-    """The queue entry for a message handed to sendmail, and its DKIM signing (pure but for the key)."""
+) -> tuple[tuple[NewMessage, ...], dkim.Signing]:
+    """The queue entries of a message handed to sendmail (itself, and a forwarded copy with
+    SRS: submit.entries), and its DKIM signing (pure but for the key and the aliases' files)."""
     header, body = split_header(message)
     recipients = list(opts.recipients)
     if opts.from_headers:
@@ -222,11 +223,13 @@ def build(
         body_type="7BIT" if data.isascii() else "8BITMIME",
     )
     origin = submit.LocalUser(user, opts.full_name)
-    return submit.compose(config, origin, envelope, Spool.holding(data), queue_id, now, uuid.uuid4().hex)
+    msg, signing = submit.compose(config, origin, envelope, Spool.holding(data), queue_id, now, uuid.uuid4().hex)
+    ours = aliases.ours(config.local_domains)
+    return submit.entries(msg, expanded, ours, aliases.srs, now, ids.new_id(now)), signing
 
 
-def enqueue(config: Config, msg: NewMessage) -> None:
-    insert_alone(config.database_path, msg, config.queue.max_size)
+def enqueue(config: Config, *entries: NewMessage) -> None:
+    insert_alone(config.database_path, entries, config.queue.max_size)
 
 
 def daemon_pid(config: Config) -> int | None:
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(message) > config.limits.max_message_size:
             print(f"sendmail: message larger than {config.limits.max_message_size} bytes", file=sys.stderr)
             return EX_DATAERR
-        msg, signing = build(opts, message, config, getpass.getuser(), now, queue_id, alias_tables(config))
+        entries, signing = build(opts, message, config, getpass.getuser(), now, queue_id, alias_tables(config))
     except UsageError as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_USAGE
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_CONFIG
     try:
-        enqueue(config, msg)
+        enqueue(config, *entries)
     except database.SchemaTooNew as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_SOFTWARE
@@ -304,9 +307,9 @@ def serve_smtp(config: Config, user: str) -> int:
     # The session's log events stay unsaid: what matters to the caller goes to stderr below.
     logging.getLogger("empath").addHandler(logging.NullHandler())
 
-    def store(message: NewMessage) -> None:
+    def store(*entries: NewMessage) -> None:
         try:
-            enqueue(config, message)
+            enqueue(config, *entries)
         except Exception as exc:  # noqa: BLE001 - sqlite errors too: a 451 and one line, not a traceback
             print(f"sendmail: cannot queue the message in {config.database_path}: {exc}", file=sys.stderr)
             raise QueueError(str(exc)) from None

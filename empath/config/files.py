@@ -9,9 +9,9 @@ control socket's tokens.)
 import ssl
 from pathlib import Path
 
-from empath import aliases, recipients, senders
+from empath import aliases, recipients, senders, srs
 from empath.config.model import Config
-from empath.watched import FileError
+from empath.watched import FileError, Watched
 
 
 def check_files(config: Config) -> list[tuple[str, str]]:
@@ -36,6 +36,11 @@ def check_files(config: Config) -> list[tuple[str, str]]:
         except ValueError as exc:
             problems.append(("smarthost.password_file", str(exc)))
     problems += alias_problems(config)
+    if config.srs.secret_file is not None:
+        try:
+            srs_of(config)
+        except FileError as exc:
+            problems.append(("srs.secret_file", str(exc)))
     if config.senders_file is not None:
         try:
             senders.Senders(config.senders_file)
@@ -77,10 +82,22 @@ def alias_problems(config: Config) -> list[tuple[str, str]]:
                 aliases.AliasesFile(path, virtual)
             except FileError as exc:
                 problems.append((key, str(exc)))
-    return problems or alias_tables(config).problems(config.local_domains)
+    if problems:
+        return problems
+    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit).problems(config.local_domains)
 
 
 def alias_tables(config: Config) -> aliases.Aliases:
     """The aliases the config names, read (watched.FileError if one cannot be)."""
     a = config.aliases
-    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit)
+    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit, srs_of(config))
+
+
+def srs_of(config: Config) -> srs.Srs | None:
+    """The config's Sender Rewriting Scheme, its secrets read (watched.FileError if they
+    cannot be); None when it names no secret file."""
+    s = config.srs
+    if s.secret_file is None or config.srs_domain is None:
+        return None
+    keys = Watched(s.secret_file, srs.parse_keys, "SRS secrets").value
+    return srs.Srs(keys, config.srs_domain, s.max_age)

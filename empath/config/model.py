@@ -155,6 +155,15 @@ class AliasSettings:
 
 
 @dataclass(frozen=True)
+class SrsSettings:
+    """The Sender Rewriting Scheme for forwarded mail (empath/srs.py); off without a secret file."""
+
+    secret_file: Path | None = None  # one secret a line, the first signing
+    domain: Domain | None = None  # where rewritten senders live; None: the first local domain
+    max_age: float = 21 * 86400.0  # how long a bounce to a rewritten sender is taken back
+
+
+@dataclass(frozen=True)
 class ControlSettings:
     """The control socket (empathctl); see empath/control/."""
 
@@ -223,7 +232,13 @@ class Config:
     dkim: tuple[DkimKey, ...] = ()  # signing keys, in config order
     verification: Verification = Verification()
     aliases: AliasSettings = AliasSettings()
+    srs: SrsSettings = SrsSettings()
     senders_file: Path | None = None  # who may send as whom (empath/senders.py); None: each login's own address
+
+    @property
+    def srs_domain(self) -> Domain | None:
+        """Where rewritten senders live: srs.domain, else the first local domain."""
+        return self.srs.domain or next(iter(self.local_domains), None)
 
     def domain_policy(self, domain: Domain) -> DomainPolicy:
         return self.domains.get(domain, self.delivery.defaults)

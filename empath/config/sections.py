@@ -29,6 +29,7 @@ from empath.config.model import (
     PluginSpec,
     QueueSettings,
     Smarthost,
+    SrsSettings,
     Timeouts,
     Verification,
 )
@@ -60,6 +61,7 @@ SECTIONS = (
     "dkim",
     "verification",
     "aliases",
+    "srs",
 )
 
 
@@ -328,6 +330,16 @@ def _aliases(r: Reader, doc: dict, path: Callable[[Any], Path]) -> AliasSettings
     )
 
 
+def _srs(r: Reader, doc: dict, path: Callable[[Any], Path]) -> SrsSettings:
+    t = r.table(doc, "srs", {f.name for f in fields(SrsSettings)})
+    d = SrsSettings()
+    return SrsSettings(
+        secret_file=r.get(t, "secret_file", None, path, "srs.secret_file"),
+        domain=r.get(t, "domain", None, lambda v: values.domain(values.string(v)), "srs.domain"),
+        max_age=r.get(t, "max_age", d.max_age, values.at_least(values.duration, 86400), "srs.max_age"),
+    )
+
+
 def _control(r: Reader, doc: dict, path: Callable[[Any], Path]) -> ControlSettings:
     t = r.table(doc, "control", {"socket", "group", "tokens_file"})
 
@@ -534,6 +546,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         verification=_verification(r, doc),
         senders_file=senders_file,
         aliases=_aliases(r, doc, path),
+        srs=_srs(r, doc, path),
     )
     for domain, policy in config.domains.items():
         # Mail for other domains is relayed for our own clients only: who exists there is not ours to say.
@@ -541,6 +554,8 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
             r.problem(f"domains.{domain}.recipients", "only a domain in relay.local_domains has a recipients table")
         if policy.callout and domain not in config.local_domains:
             r.problem(f"domains.{domain}.verify", "only a domain in relay.local_domains is verified")
+    if config.srs.secret_file is not None and config.srs_domain not in config.local_domains:
+        r.problem("srs.domain", "must be one of relay.local_domains: bounces to the rewritten senders come back to it")
     if r.problems:
         raise ConfigError(r.problems)
     return config

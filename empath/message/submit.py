@@ -7,7 +7,9 @@ every delivery attempt then sends the same bytes. Pure but for reading the
 DKIM key files; the callers store the result and log what signing came to.
 """
 
+import dataclasses
 import email.utils
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from empath.addresses import Domain, EmailAddress, ReversePath
@@ -15,6 +17,7 @@ from empath.config import Config
 from empath.message import dkim, stamp
 from empath.queue.insert import NewMessage, NewRecipient
 from empath.queue.spool import Spool
+from empath.srs import Srs
 
 
 @dataclass(frozen=True)
@@ -181,3 +184,36 @@ def expanded(given: list[Given]) -> list[NewRecipient]:
         for target in targets:
             out.setdefault(target, NewRecipient(target, target.domain, notify, original))
     return list(out.values())
+
+
+def entries(
+    message: NewMessage,
+    aliased: Iterable[tuple[EmailAddress, tuple[EmailAddress, ...]]],
+    ours: tuple[Domain, ...],
+    srs: Srs | None,
+    now: float,
+    new_id: str,
+) -> tuple[NewMessage, ...]:
+    """What an accepted message becomes in the queue: itself; or, when an alias sends some
+    of its recipients off-site and SRS is on, those in a copy of their own whose sender is
+    rewritten (srs.py), so that the next hop's SPF check finds us, not the original sender's
+    domain. Mail that is not forwarded, and mail from our own domains (SPF passes for us
+    already), keeps its sender. A message whose every recipient is forwarded keeps its id."""
+    sender = message.sender
+    if srs is None or not sender or sender.rpartition("@")[2] in ours:
+        return (message,)
+    off_site = {t for _, targets in aliased for t in targets if t.domain not in ours}
+    moving = [r for r in message.recipients if r.address in off_site]
+    rewritten = srs.forward(sender, now) if moving else None
+    if rewritten is None:
+        return (message,)
+    staying = [r for r in message.recipients if r.address not in off_site]
+    note = ("received", f"forwarded by an alias: the sender {sender} rewritten (SRS)")
+    copy = dataclasses.replace(
+        message,
+        queue_id=new_id if staying else message.queue_id,
+        sender=ReversePath._trusted(rewritten),
+        recipients=moving,
+        events=[*message.events, note],
+    )
+    return (dataclasses.replace(message, recipients=staying), copy) if staying else (copy,)

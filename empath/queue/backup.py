@@ -231,6 +231,7 @@ def named_files(config: Config) -> dict[str, Path]:
         "auth.senders": config.senders_file,
         "aliases.file": config.aliases.file,
         "aliases.virtual": config.aliases.virtual,
+        "srs.secret": config.srs.secret_file,
     }
     named |= {f"dkim.{i}.key": key.key_file for i, key in enumerate(config.dkim)}
     named |= {f"domains.{d}.recipients": p.recipients for d, p in config.domains.items()}

@@ -122,14 +122,20 @@ def _insert_body(conn: sqlite3.Connection, queue_id: str, head: bytes, body: Spo
             blob.write(piece)
 
 
-def insert_alone(path: Path, msg: NewMessage, max_size: int = 0) -> None:
-    """Write ``msg`` into the queue file at ``path`` in a transaction of its own, for a
+def insert_all(db: peewee.SqliteDatabase, messages: tuple[NewMessage, ...]) -> None:
+    """The entries one accepted message became (a forwarded copy has its own): all or none."""
+    for msg in messages:
+        insert(db, msg)
+
+
+def insert_alone(path: Path, messages: tuple[NewMessage, ...], max_size: int = 0) -> None:
+    """Write ``messages`` into the queue file at ``path`` in a transaction of their own, for a
     process that is not the daemon (sendmail). SQLite serializes it with the daemon's writes."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = database.connect(path, max_size)
     try:
         database.ensure_schema(db)
         with db.atomic(lock_type="IMMEDIATE"):
-            insert(db, msg)
+            insert_all(db, messages)
     finally:
         db.close()

@@ -33,7 +33,7 @@ import peewee
 from empath import threads
 from empath.queue import database
 from empath.queue.database import QueueError
-from empath.queue.insert import NewMessage, insert
+from empath.queue.insert import NewMessage, insert_all
 from empath.queue.models import Recipient
 
 log = logging.getLogger("empath.queue")
@@ -159,16 +159,19 @@ class Queue:
         times out still runs, later: a delivery's result is recorded even so."""
         return self._wait(Write(fn, args, quick), withdraw=False)
 
-    def enqueue(self, msg: NewMessage) -> None:
-        """Return once ``msg`` is durably committed; raise QueueError if it is not.
+    def enqueue(self, *messages: NewMessage) -> None:
+        """Return once ``messages`` (what one accepted message became) are durably committed,
+        all in one transaction; raise QueueError if they are not.
 
-        One whose client stops waiting (commit_timeout) is withdrawn, unless its batch
-        is already committing, so that the client's 451 and the queue agree: its
-        retry is not a second copy.
+        Those whose client stops waiting (commit_timeout) are withdrawn, unless their batch
+        is already committing, so that the client's 451 and the queue agree: its retry is
+        not a second copy.
         """
         # A body in a spool file is read and written on the database thread: the file
         # reads and SQLite copying it out to the WAL as its page cache fills stay off the hub.
-        self._wait(Write(insert, (msg,), quick=not msg.body.spilled, size=msg.size), withdraw=True)
+        quick = not any(m.body.spilled for m in messages)
+        size = sum(m.size for m in messages)
+        self._wait(Write(insert_all, (messages,), quick=quick, size=size), withdraw=True)
 
     def _wait(self, write: Write, withdraw: bool) -> Any:
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
@@ -227,7 +230,7 @@ class Queue:
             for _, result in batch:
                 result.set_exception(QueueError(f"internal error: {exc}"))
             return
-        messages = sum(1 for write, _ in batch if write.fn is insert)
+        messages = sum(len(write.args[0]) for write, _ in batch if write.fn is insert_all)
         log.debug(
             "committed %d message(s) and %d other write(s) in %.1f ms",
             messages,

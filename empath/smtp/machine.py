@@ -41,6 +41,7 @@ _ALIAS_REFUSALS = {
     "unknown": replies.UNKNOWN_RECIPIENT,
     "loop": replies.ALIAS_LOOP,
     "too_many": replies.ALIAS_TOO_MANY,
+    "srs": replies.UNKNOWN_RECIPIENT,  # a forged or expired SRS address: nobody of ours
 }
 
 

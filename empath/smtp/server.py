@@ -114,8 +114,8 @@ class SmtpServer:
     def is_trusted(self, address: str) -> bool:
         return is_trusted(address, self.config.trusted_networks)
 
-    def enqueue(self, message: NewMessage) -> None:
-        self.queue.enqueue(message)
+    def enqueue(self, *messages: NewMessage) -> None:
+        self.queue.enqueue(*messages)
 
     def auth_blocked(self, address: str) -> bool:
         limits = self.config.limits

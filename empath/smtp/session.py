@@ -23,6 +23,7 @@ import gevent
 
 from empath import threads
 from empath.addresses import EmailAddress, ReversePath
+from empath.aliases import Aliases
 from empath.config import Config, Listener
 from empath.log import audit, event
 from empath.message import dkim, stamp, submit
@@ -60,8 +61,10 @@ class Host(Protocol):
 
     def is_trusted(self, address: str) -> bool: ...
 
-    def enqueue(self, message: NewMessage) -> None:
-        """Return once ``message`` is durably queued; raise QueueError if it is not."""
+    aliases: Aliases  # where mail for an address goes, and SRS for what an alias forwards
+
+    def enqueue(self, *messages: NewMessage) -> None:
+        """Return once ``messages`` (one accepted message) are durably queued; raise QueueError if not."""
 
     def auth_blocked(self, address: str) -> bool:
         """Has the address got too many passwords wrong lately, across sessions?"""
@@ -457,7 +460,9 @@ class Session:
                     message, signing = threads.call(gevent.get_hub().threadpool, submit.compose, *args)
             else:
                 message, signing = submit.compose(*args)
-            failure = self._commit(message, signing)
+            aliased = [(r.address, r.targets) for r in transaction.recipients]
+            ours, srs = self.listening.policy.local_domains, self.host.aliases.srs
+            failure = self._commit(submit.entries(message, aliased, ours, srs, now, ids.new_id(now)), signing)
         finally:
             self._let_go()
         return self.machine.queue_failed(failure) if failure is not None else self.machine.queued(queue_id)
@@ -491,13 +496,17 @@ class Session:
             dsn_envid=mail.envid,
         )
 
-    def _commit(self, message: NewMessage, signing: dkim.Signing) -> Reply | None:
-        """Queue the message; the reply that refuses it when the queue could not take it."""
+    def _commit(self, entries: tuple[NewMessage, ...], signing: dkim.Signing) -> Reply | None:
+        """Queue the message (the entries it became); the reply that refuses it when the queue could not."""
         try:
-            self.host.enqueue(message)
+            self.host.enqueue(*entries)
         except QueueError as exc:
             return self._storage_failure(isinstance(exc, StorageFull), str(exc))
-        self._queued(message, signing)
+        listener, metrics = self.listening.listener.name, self.host.metrics
+        metrics.messages_received.labels(listener).inc()
+        metrics.received_bytes.labels(listener).inc(entries[0].size)
+        for entry in entries:
+            self._queued(entry, signing)
         return None
 
     def _storage_failure(self, full: bool, error: str) -> Reply:
@@ -507,12 +516,9 @@ class Session:
         return replies.INSUFFICIENT_STORAGE if full else replies.QUEUE_FAILURE
 
     def _queued(self, message: NewMessage, signing: dkim.Signing) -> None:
-        """Count and log a message just queued, and the keys that did not sign it."""
-        machine, listener = self.machine, self.listening.listener.name
-        metrics = self.host.metrics
-        metrics.messages_received.labels(listener).inc()
-        metrics.received_bytes.labels(listener).inc(message.size)
-        metrics.queue_in.inc()
+        """Count and log a queue entry just committed, and the keys that did not sign it."""
+        machine = self.machine
+        self.host.metrics.queue_in.inc()
         trace_id = message.trace_id
         event(
             log,

@@ -27,6 +27,7 @@ from typing import Any, cast
 from gevent import select
 
 from empath.addresses import EmailAddress
+from empath.aliases import Aliases
 from empath.config import Config, Listener
 from empath.config.files import alias_tables
 from empath.message import dkim, submit
@@ -67,13 +68,14 @@ class Pipe:
 class LocalHost:
     """What a session over stdin and stdout has in place of the daemon's SMTP server."""
 
-    def __init__(self, config: Config, store: Callable[[NewMessage], None]):
+    def __init__(self, config: Config, store: Callable[..., None], aliases: Aliases):
         self.config = config
         self.metrics = Metrics()  # counted, never served
         self.plugins = Plugins()
         self.tls_context: ssl.SSLContext | None = None
         self.users: Users | None = None
         self.enqueue = store
+        self.aliases = aliases
         # Its spool never leaves memory: there is nothing to wait for.
         self.whole_messages: AbstractContextManager[Any] = contextlib.nullcontext()
 
@@ -99,14 +101,14 @@ STDIN = Listener("stdin", 0, "smtp")
 class LocalSession(Session):
     linger = 0.0  # a pipe has nothing to linger over
 
-    def __init__(self, config: Config, user: str, pipe: Pipe, store: Callable[[NewMessage], None]):
+    def __init__(self, config: Config, user: str, pipe: Pipe, store: Callable[..., None]):
         aliases = alias_tables(config)
         policy = Policy(
             config.hostname, "smtp", config.limits, aliases.ours(config.local_domains), expand=aliases.expand
         )
         # Connection asks nothing of a socket but recv, sendall and close, which Pipe has.
         conn = Connection(cast(socket.socket, pipe), write_timeout=config.timeouts.command)
-        super().__init__(Listening(LocalHost(config, store), STDIN, policy), conn, client_address="")
+        super().__init__(Listening(LocalHost(config, store, aliases), STDIN, policy), conn, client_address="")
         self.origin = submit.LocalUser(user, via="sendmail -bs")
 
     def _opening(self) -> bool:

@@ -189,3 +189,35 @@ def test_empathctl_expand_and_senders(make_daemon):
             "alice: alice@local.test, alice@example.test, alice@branch.local.test"
             " (the login at each local domain: no line in the senders table)\n"
         )
+
+
+def test_forwarded_mail_carries_an_srs_sender_and_its_bounce_comes_back_to_the_original_sender(make_daemon):
+    internal, home, far = start_peers("127.0.0.11", "127.0.0.12", "127.0.0.13")
+    with internal, home, far:
+        daemon = aliased_daemon(make_daemon, internal, home)
+        secret = daemon.directory / "srs.secret"
+        secret.write_text("# the first signs\nan office secret of some length\n")
+        daemon.sections["srs"] = {"secret_file": str(secret)}
+        daemon.sections['domains."far.test"'] = {"route": [f"{far.host}:{far.port}"]}
+        daemon.start()
+        assert send(daemon, "sales@local.test") == [raw_reply(replies.RECIPIENT_OK)]
+        [inside] = internal.wait_for_transactions(1)
+        [outside] = home.wait_for_transactions(1)
+        assert inside.sender == "friend@far.test"  # not forwarded: never rewritten
+        rewritten = outside.sender
+        assert rewritten.startswith("SRS0=") and rewritten.endswith("=far.test=friend@local.test")
+        assert outside.data == inside.data  # the same message, signed and stamped once
+
+        # home.example bounces it: the bounce comes to the SRS address, and goes on to friend@far.test.
+        with RawClient(daemon.ports.smtp) as bouncer:
+            bouncer.reply()
+            bouncer.cmd("EHLO home.example")
+            assert bouncer.cmd("MAIL FROM:<>")[0] == 250
+            assert bouncer.cmd(f"RCPT TO:<{rewritten}>") == raw_reply(replies.RECIPIENT_OK)
+            forged = rewritten.replace("SRS0=", "SRS0=x", 1)
+            assert bouncer.cmd(f"RCPT TO:<{forged}>") == raw_reply(replies.UNKNOWN_RECIPIENT)
+            assert bouncer.cmd("DATA")[0] == 354
+            assert bouncer.cmd(b"Subject: Undelivered Mail Returned to Sender\r\n\r\nsorry\r\n.")[0] == 250
+        [bounce] = far.wait_for_transactions(1)
+        assert bounce.sender == "" and bounce.recipients == ["friend@far.test"]
+        assert orcpt_of(bounce, "friend@far.test") == "rfc822;" + rewritten.replace("=", "+3D")  # xtext

@@ -414,7 +414,7 @@ PRINTABLE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size
 def sent_through_sendmail(text: bytes) -> bytes:
     """What the queue keeps of ``text`` written to `sendmail -i root`."""
     message = read_message(io.BytesIO(text), dot_ends=False)
-    msg, _ = build(
+    (msg,), _ = build(
         Options(dot_ends=False, recipients=["root"]), message, SENDMAIL_CONFIG, "cron", 1.8e9, "Q1", NO_ALIASES
     )
     return msg.head + msg.body.read()

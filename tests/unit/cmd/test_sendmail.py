@@ -86,7 +86,7 @@ def test_header_recipients_and_bcc_removal():
 def test_build_adds_headers_qualifies_names_and_keeps_the_body():
     message = b"Subject: backup\r\nBcc: secret@x.test\r\n\r\nall done\r\n"
     opts = Options(from_headers=True, full_name="Cron Daemon", recipients=["root"])
-    msg, signing = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ", NO_ALIASES)
+    (msg,), signing = build(opts, message, config(), "backup", 1_700_000_000.0, "01ABCDEFGHJKMNPQ", NO_ALIASES)
     assert msg.sender == "backup@host.test"
     assert [r.address for r in msg.recipients] == ["root@host.test", "secret@x.test"]
     stored = msg.head + msg.body.read()  # what the queue keeps

@@ -635,6 +635,24 @@ def test_an_expansion_limit_of_nothing_is_refused():
     ]
 
 
+def test_srs_needs_a_local_domain_and_secrets_worth_the_name(tmp_path):
+    text = GOOD + '[relay]\nlocal_domains = ["office.test"]\n[srs]\nsecret_file = "srs.secret"\n'
+    config = check(text, tmp_path / "empath.toml")
+    assert config.srs_domain == "office.test" and config.srs.max_age == 21 * 86400
+    [problem] = said(check_files(config))
+    assert problem.startswith(f"srs.secret_file: {tmp_path / 'srs.secret'}: ")
+    (tmp_path / "srs.secret").write_text("# rotate by adding a line on top\nshort\n")
+    assert said(check_files(config)) == [
+        f"srs.secret_file: {tmp_path / 'srs.secret'}: line 2: a secret must be at least 16 characters"
+    ]
+    (tmp_path / "srs.secret").write_text("sixteen or more characters\n")
+    assert said(check_files(config)) == []
+    assert problems_of(text + 'domain = "far.example"\n') == [
+        "srs.domain (line 11): must be one of relay.local_domains: bounces to the rewritten senders come back to it"
+    ]
+    assert "srs.domain (line 7): must be one of" in problems_of(GOOD + '[srs]\nsecret_file = "srs.secret"\n')[0]
+
+
 def test_a_senders_table_needs_users():
     assert problems_of(GOOD + '[auth]\nsenders = "senders"\n') == [
         "auth.senders (line 8): says who may send as whom after AUTH, which needs auth.users_file"

@@ -44,6 +44,7 @@ def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
         dkim=(),
         senders_file=None,
         aliases=SimpleNamespace(file=None, virtual=None),
+        srs=SimpleNamespace(secret_file=None),
         domains={},
     )
 
