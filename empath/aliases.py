@@ -38,15 +38,20 @@ from pathlib import Path
 from empath import addresses
 from empath.addresses import AddressError, Domain, EmailAddress
 from empath.srs import Srs, SrsError, is_srs
-from empath.watched import Watched
+from empath.watched import Watched, read_text
 
 MAX_INCLUDE_DEPTH = 10  # :include: files within :include: files
 MAX_DEPTH = 100  # aliases of aliases, however long the chain
+MAX_STEPS_PER_LIMIT = 10  # targets looked at, per address the expansion may reach
 NAME_DOMAINS = ("localhost",)  # besides the hostname: the domains of local names
 
 
 class AliasesFileError(ValueError):
     pass
+
+
+class BrokenAlias(ValueError):
+    """An address whose aliases loop or run away: the aliases' fault, not the address's."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     """(first line number, text) of each entry: continuation lines joined, comments dropped."""
     out: list[tuple[int, str]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].rstrip()
+        line = _uncommented(raw).rstrip()
         if not line.strip():
             continue
         if raw[:1] in (" ", "\t") and out:
@@ -71,6 +76,19 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
         else:
             out.append((number, line.strip()))
     return out
+
+
+def _uncommented(line: str) -> str:
+    """``line`` without its comment: a ``#`` that starts the line or follows white space,
+    outside quotes. One inside a word is part of it (``owner#x@example.com``), as aliases(5)
+    reads it."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
 
 
 def _local_name(text: str) -> str:
@@ -82,7 +100,7 @@ def _local_name(text: str) -> str:
     return text.lower()
 
 
-def _target(text: str, base: Path, depth: int, includes: list[Path]) -> list[str]:
+def _target(text: str, base: Path, depth: int, includes: dict[Path, list[str] | None]) -> list[str]:
     """The targets ``text`` names: itself, or an :include: file's."""
     if text.startswith('"') and text.endswith('"') and len(text) > 1:
         text = text[1:-1]
@@ -100,15 +118,22 @@ def _target(text: str, base: Path, depth: int, includes: list[Path]) -> list[str
     return [_local_name(text)]
 
 
-def _include(name: str, base: Path, depth: int, includes: list[Path]) -> list[str]:
+def _include(name: str, base: Path, depth: int, includes: dict[Path, list[str] | None]) -> list[str]:
+    """The targets of an :include: file, each file read once however often it is named
+    (``includes``: those read, None while one is being read)."""
+    path = base / name if not name.startswith("/") else Path(name)
+    if path in includes:
+        done = includes[path]
+        if done is None:
+            raise AddressError(f":include:{name}: includes itself")
+        return done
     if depth >= MAX_INCLUDE_DEPTH:
         raise AddressError(f":include:{name}: more than {MAX_INCLUDE_DEPTH} files deep")
-    path = base / name if not name.startswith("/") else Path(name)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_text(path)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise AddressError(f":include:{name}: cannot read it: {exc}") from None
-    includes.append(path)
+    includes[path] = None
     out = []
     for number, line in _logical_lines(text):
         try:
@@ -116,6 +141,7 @@ def _include(name: str, base: Path, depth: int, includes: list[Path]) -> list[st
                 out += _target(item, path.parent, depth + 1, includes)
         except AddressError as exc:
             raise AddressError(f"{path}, line {number}: {exc}") from None
+    includes[path] = out = list(dict.fromkeys(out))
     return out
 
 
@@ -139,11 +165,11 @@ def parse(text: str, path: Path, virtual: bool) -> Table:
     else (the aliases file) keys are local names followed by a colon."""
     targets: dict[str, tuple[str, ...]] = {}
     where: dict[str, str] = {}
-    includes: list[Path] = []
+    includes: dict[Path, list[str] | None] = {}
     for number, line in _logical_lines(text):
         at = f"{path}, line {number}"
         if virtual:
-            key_text, _, rest = line.partition(" ")
+            key_text, rest = (line.split(None, 1) + [""])[:2]  # a space or a tab after the key
             key_text, colon, after = key_text.partition(":")
             rest = f"{after} {rest}" if colon else rest
         else:
@@ -190,44 +216,68 @@ class _Stop(Exception):
         self.problem = problem
 
 
-def expand(address: EmailAddress, local: Table | None, virtual: Table, hostname: str, limit: int = 1000) -> Expansion:
+def expand(
+    address: EmailAddress,
+    local: Table | None,
+    virtual: Table,
+    hostname: str,
+    limit: int = 1000,
+    names: tuple[str, ...] | None = None,
+    mailboxes: tuple[str, ...] = (),
+) -> Expansion:
     """The final recipients of ``address`` (pure): the virtual table first (the address,
     then, for a local name, the aliases file, then the domain's catch-all), recursively.
-    ``local`` None: there is no aliases file, and no domain holds local names."""
-    names = name_domains(hostname) if local is not None else ()
+    ``names``: the domains of local names (default: the hostname and localhost); none
+    when ``local`` is None (no aliases file). ``mailboxes``: local domains, whose
+    addresses the aliases file does not name are delivered to their route like any
+    other's (a hostname that is also the mail domain), not refused as unknown.
+
+    Each address is expanded once, however many aliases lead to it, and the work is
+    bounded: a file cannot make a RCPT take exponential time, or any time to speak of."""
+    if local is None:
+        names = ()
+    elif names is None:
+        names = name_domains(hostname)
     final: dict[str, EmailAddress] = {}
+    done: set[str] = set()
+    steps = 0
 
     def targets_of(addr: EmailAddress) -> tuple[str, ...] | None:
-        key = addr.lower()
-        domain = addr.domain
-        found = virtual.targets.get(key)
-        if found is None and local is not None and domain in names:
+        found = virtual.targets.get(addr.lower())
+        if found is None and local is not None and addr.domain in names:
             found = local.targets.get(addr.local.lower())
         if found is None:
-            found = virtual.targets.get(f"@{domain}")
+            found = virtual.targets.get(f"@{addr.domain}")
         return found
 
+    def keep(addr: EmailAddress) -> None:
+        if addr.domain in names and addr.domain not in mailboxes:
+            raise _Stop("unknown")  # a local name with nowhere to go: there are no local mailboxes
+        final.setdefault(addr.lower(), addr)
+        if len(final) > limit:
+            raise _Stop("too_many")
+
     def walk(addr: EmailAddress, chain: tuple[str, ...]) -> None:
-        if len(chain) > MAX_DEPTH:
-            raise _Stop("loop")
+        nonlocal steps
         found = targets_of(addr)
         if found is None:
-            if addr.domain in names:
-                raise _Stop("unknown")  # a local name nobody aliased: no mailbox here
-            final.setdefault(addr.lower(), addr)
-            if len(final) > limit:
-                raise _Stop("too_many")
+            keep(addr)
             return
+        if len(chain) > MAX_DEPTH:
+            raise _Stop("loop")
         for text in found:
+            steps += 1
+            if steps > MAX_STEPS_PER_LIMIT * limit:
+                raise _Stop("too_many")
             target = EmailAddress._trusted(text if "@" in text else f"{text}@{hostname}")
-            if target.lower() == addr.lower():  # itself among its targets: this copy stays here
-                final.setdefault(target.lower(), target)
-                if len(final) > limit:
-                    raise _Stop("too_many")
-            elif target.lower() in chain:
+            key = target.lower()
+            if key == addr.lower():  # itself among its targets: this copy stays here
+                keep(target)
+            elif key in chain:
                 raise _Stop("loop")
-            else:
+            elif key not in done:
                 walk(target, (*chain, addr.lower()))
+                done.add(key)
 
     aliased = targets_of(address) is not None
     try:
@@ -248,11 +298,20 @@ class AliasesFile(Watched[Table]):
 class Aliases:
     """The aliases the config names, each file watched: what ``expand`` asks of them."""
 
-    def __init__(self, file: Path | None, virtual: Path | None, hostname: str, limit: int, srs: Srs | None = None):
+    def __init__(
+        self,
+        file: Path | None,
+        virtual: Path | None,
+        hostname: str,
+        limit: int,
+        srs: Srs | None = None,
+        local_domains: tuple[str, ...] = (),
+    ):
         self.local = AliasesFile(file, virtual=False) if file is not None else None
         self.virtual = AliasesFile(virtual, virtual=True) if virtual is not None else None
         self.hostname = hostname
         self.limit = limit
+        self.local_domains = local_domains
         self.srs = srs  # a bounce to a rewritten sender goes back to the sender it stands for
 
     @property
@@ -277,10 +336,13 @@ class Aliases:
 
     def expand_all(self, given: list[EmailAddress]) -> list[tuple[EmailAddress, tuple[EmailAddress, ...]]]:
         """Each address with what its aliases expand to (() if none); AddressError names one
-        that cannot be expanded. What sendmail does with its recipients, as a session does at RCPT."""
+        that is unknown, BrokenAlias one whose aliases are at fault (a loop, a runaway). What
+        sendmail does with its recipients, as a session does at RCPT."""
         out = []
         for address in given:
             expansion = self.expand(address)
+            if expansion.problem in ("loop", "too_many"):
+                raise BrokenAlias(f"{address}: {PROBLEMS[expansion.problem]}")
             if expansion.problem is not None:
                 raise AddressError(f"{address}: {PROBLEMS[expansion.problem]}")
             out.append((address, expansion.targets if expansion.aliased else ()))
@@ -291,13 +353,14 @@ class Aliases:
             return self._unforward(address.local)
         local = self.local.current() if self.local is not None else None
         virtual = self.virtual.current() if self.virtual is not None else Table()
-        return expand(address, local, virtual, self.hostname, self.limit)
+        return expand(address, local, virtual, self.hostname, self.limit, mailboxes=self.local_domains)
 
-    def problems(self, local_domains: tuple[str, ...]) -> list[tuple[str, str]]:
+    def problems(self) -> list[tuple[str, str]]:
         """What --check finds wrong with entries that parse (key, why): a virtual key outside the
-        local domains, and every key whose expansion loops, runs away or reaches an unknown local name."""
+        local domains, every key whose expansion loops, runs away or reaches an unaliased local
+        name, and a postmaster who reaches nobody (RFC 5321 §4.5.1: it must be taken)."""
         found = []
-        ours = (*local_domains, *self.name_domains)
+        ours = (*self.local_domains, *self.name_domains)
         for watched, kind in ((self.virtual, "virtual"), (self.local, "file")):
             if watched is None:
                 continue
@@ -311,6 +374,10 @@ class Aliases:
                 problem = self.expand(EmailAddress._trusted(sample)).problem
                 if problem is not None:
                     found.append((f"aliases.{kind}", f"{where}: {key}: {PROBLEMS[problem]}"))
+        if self.local is not None and self.hostname not in self.local_domains:
+            postmaster = self.expand(EmailAddress._trusted(f"postmaster@{self.hostname}"))
+            if postmaster.problem is not None and "postmaster" not in self.local.value.where:
+                found.append(("aliases.file", "postmaster has no alias: mail to the postmaster must reach someone"))
         return found
 
 

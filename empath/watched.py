@@ -5,6 +5,7 @@ send as whom are read this way."""
 
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -15,6 +16,24 @@ T = TypeVar("T")
 
 class FileError(Exception):
     """The file cannot be read, or does not parse; the text names the file and, where it can, the line."""
+
+
+MAX_FILE = 16 << 20  # bytes a table may have: a typo naming /dev/zero must not eat the memory
+
+
+def read_text(path: Path, limit: int = MAX_FILE) -> str:
+    """A table file's text, UTF-8 (a BOM dropped). Only a regular file, opened without
+    blocking (a FIFO named by mistake must not hang the daemon) and at most ``limit``
+    bytes; ValueError says why not, OSError if it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data.decode("utf-8-sig")
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
@@ -48,7 +67,7 @@ class Watched(Generic[T]):
     def _read(self) -> T:
         try:
             stamp = _stamp(self.path)
-            value = self._parse(self.path.read_text(encoding="utf-8"))
+            value = self._parse(read_text(self.path))
             stamps = (stamp, *(_stamp(p) for p in self._depends(value)))
         except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             said = str(exc)  # a parser that names the file (and its line) says it once

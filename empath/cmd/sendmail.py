@@ -28,7 +28,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from empath import addresses
-from empath.aliases import Aliases
+from empath.aliases import Aliases, BrokenAlias
 from empath.cmd import mailq
 from empath.cmd.config import loaded, local_path
 from empath.config import Config
@@ -219,7 +219,7 @@ def build(
         sender=sender.address,
         recipients=submit.expanded([(a, a.domain, (), None, targets) for a, targets in expanded]),
         given=[b.address for b in boxes],
-        smtputf8=not all(str(b).isascii() for b in [sender, *boxes]),
+        smtputf8=not all(str(b).isascii() for b in [sender, *boxes, *(t for _, ts in expanded for t in ts)]),
         body_type="7BIT" if data.isascii() else "8BITMIME",
     )
     origin = submit.LocalUser(user, opts.full_name)
@@ -279,9 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     except addresses.AddressError as exc:
         print(f"sendmail: bad address: {exc}", file=sys.stderr)
         return EX_NOUSER
-    except FileError as exc:
-        print(f"sendmail: {exc}", file=sys.stderr)
+    except BrokenAlias as exc:
+        print(f"sendmail: {exc}; fix the aliases (empath --check names the line)", file=sys.stderr)
         return EX_CONFIG
+    except FileError as exc:  # being edited, say: try again shortly
+        print(f"sendmail: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     try:
         enqueue(config, *entries)
     except database.SchemaTooNew as exc:

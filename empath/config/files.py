@@ -84,13 +84,14 @@ def alias_problems(config: Config) -> list[tuple[str, str]]:
                 problems.append((key, str(exc)))
     if problems:
         return problems
-    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit).problems(config.local_domains)
+    tables = aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit, local_domains=config.local_domains)
+    return tables.problems()
 
 
 def alias_tables(config: Config) -> aliases.Aliases:
     """The aliases the config names, read (watched.FileError if one cannot be)."""
     a = config.aliases
-    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit, srs_of(config))
+    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit, srs_of(config), config.local_domains)
 
 
 def srs_of(config: Config) -> srs.Srs | None:

@@ -86,7 +86,7 @@ class Verifier:
         self._concurrency = config.verification.concurrency
         self._slots = gevent.lock.BoundedSemaphore(self._concurrency)
         self._pruner: gevent.Greenlet | None = None
-        self._room = 0  # answers for unknown addresses this process may still keep, as last counted
+        self._room = 0  # answers this process may still keep, as last counted
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -218,17 +218,16 @@ class Verifier:
             slots.release()
 
     def _keep(self, answer: verified.Answer) -> None:
-        """Write the answer, unless it is an unknown address and the table is full: the
-        table's bound holds between the hourly sweeps, whatever strangers try."""
-        if not answer.exists:
-            if self._room <= 0:
-                try:
-                    self._room = self.config.verification.max_entries - self.queue.read(verified.count)
-                except (sqlite3.Error, QueueError):
-                    self._room = 0
-            if self._room <= 0:
-                return
-            self._room -= 1
+        """Write the answer, unless the table is full: its bound holds between the hourly
+        sweeps, whatever strangers try (made-up names, or a real mailbox in every case)."""
+        if self._room <= 0:
+            try:
+                self._room = self.config.verification.max_entries - self.queue.read(verified.count)
+            except (sqlite3.Error, QueueError):
+                self._room = 0
+        if self._room <= 0:
+            return
+        self._room -= 1
         try:
             self.queue.write(verified.remember, answer, quick=True)
         except QueueError as exc:

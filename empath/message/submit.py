@@ -174,13 +174,15 @@ def expanded(given: list[Given]) -> list[NewRecipient]:
     """The queue's recipients of the recipients given — (address, domain, NOTIFY, ORCPT, what
     its aliases expand to, () if none) — each alias's targets in its place, each address once.
     A target keeps its recipient's NOTIFY, and its ORCPT, or the recipient as the original
-    (RFC 3461 §4.2): reports name the address the sender wrote."""
+    (RFC 3461 §4.2; ASCII only): reports name the address the sender wrote."""
     out: dict[str, NewRecipient] = {}
     for address, domain, notify, orcpt, targets in given:
         if not targets:
             out.setdefault(address, NewRecipient(address, domain, notify, orcpt))
             continue
-        original = orcpt or f"{'rfc822' if address.isascii() else 'utf-8'};{address}"
+        # An internationalized original is not written as an ORCPT: RFC 6533's utf-8-addr
+        # forms are not what the xtext of our DSN parameters makes of it.
+        original = orcpt or (f"rfc822;{address}" if address.isascii() else None)
         for target in targets:
             out.setdefault(target, NewRecipient(target, target.domain, notify, original))
     return list(out.values())

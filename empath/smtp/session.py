@@ -490,7 +490,8 @@ class Session:
                 [(r.address, r.domain, r.args.notify, r.args.orcpt, r.targets) for r in transaction.recipients]
             ),
             given=[r.address for r in transaction.recipients],
-            smtputf8=mail.smtputf8,
+            # An alias to an internationalized address makes the message one (RFC 6531 §3.2).
+            smtputf8=mail.smtputf8 or not all(t.isascii() for r in transaction.recipients for t in r.targets),
             body_type=mail.body,
             dsn_ret=mail.ret,
             dsn_envid=mail.envid,

@@ -137,6 +137,8 @@ def test_sendmail_root_goes_where_the_aliases_say_as_over_smtp(make_daemon):
         refused = sendmail("-i", "nobody")
         assert refused.returncode == 67  # EX_NOUSER
         assert b"nobody@mx.test.example: leads to a local name with no alias" in refused.stderr
+        (daemon.directory / "aliases").write_text(ALIASES + LOOP)
+        assert sendmail("-i", "loop-a").returncode == 78  # EX_CONFIG: the aliases are at fault
         assert len(daemon.messages()) == 1
 
 

@@ -1,5 +1,6 @@
 """Aliases (empath/aliases.py): the two files' syntax, and expansion, from tables of cases."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,65 @@ def test_include_files_are_read_relative_to_the_file_and_watched(tmp_path):
     assert watched.error is not None and f"{team}, line 1" in watched.error
 
 
-def test_an_include_within_an_include_has_a_depth_limit(tmp_path):
+def test_includes_that_loop_or_nest_too_deep_are_refused_and_each_file_is_read_once(tmp_path):
     (tmp_path / "self").write_text(":include:self\n")
-    with pytest.raises(AliasesFileError, match="more than 10 files deep"):
+    with pytest.raises(AliasesFileError, match="includes itself"):
         parse("a: :include:self\n", tmp_path / "aliases", virtual=False)
+    for n in range(12):
+        (tmp_path / f"f{n}").write_text(f":include:f{n + 1}\n" if n < 11 else "x@office.test\n")
+    with pytest.raises(AliasesFileError, match="more than 10 files deep"):
+        parse("a: :include:f0\n", tmp_path / "aliases", virtual=False)
+    # Each file names the next one four times: 4**8 reads, were each name read anew.
+    for n in range(9):
+        (tmp_path / f"g{n}").write_text(f":include:g{n + 1}, " * 4 + "\n" if n < 8 else "x@office.test\n")
+    table = parse("a: :include:g0\n", tmp_path / "aliases", virtual=False)
+    assert table.targets["a"] == ("x@office.test",) and len(table.includes) == 9
+
+
+def test_an_include_must_be_a_regular_file_of_reasonable_size(tmp_path):
+    os.mkfifo(tmp_path / "fifo")  # opened without blocking: nobody writes to it, nothing hangs
+    with pytest.raises(AliasesFileError, match="not a regular file"):
+        parse("a: :include:fifo\n", tmp_path / "aliases", virtual=False)
+    with pytest.raises(AliasesFileError, match="not a regular file"):
+        parse("a: :include:/dev/zero\n", tmp_path / "aliases", virtual=False)
+
+
+def test_an_expansion_takes_linear_time_however_the_aliases_fan_out():
+    # l0 → a0, b0; a0 → l1; b0 → l1; ...: 2**40 paths to the one address at the end.
+    lines = "".join(f"l{n}: a{n}, b{n}\na{n}: l{n + 1}\nb{n}: l{n + 1}\n" for n in range(40))
+    table = parse(lines + "l40: end@office.test\n", ETC, virtual=False)
+    assert run("l0@mx.office.test", local=table, virtual=parse("", VIRTUAL, True)) == ["end@office.test"]
+
+
+def test_a_local_name_listing_itself_has_nowhere_to_keep_its_copy():
+    table = parse("root: root, it@office.test\n", ETC, virtual=False)
+    assert run("root@mx.office.test", local=table, virtual=parse("", VIRTUAL, True)) == "unknown"
+
+
+def test_a_hostname_that_is_also_a_mail_domain_keeps_its_mailboxes():
+    table = parse("root: it@office.test\n", ETC, virtual=False)
+    empty = parse("", VIRTUAL, True)
+    got = expand(EmailAddress("bob@office.test"), table, empty, "office.test", mailboxes=("office.test",))
+    assert got.targets == ("bob@office.test",) and not got.aliased  # to the internal server, as before
+    got = expand(EmailAddress("root@office.test"), table, empty, "office.test", mailboxes=("office.test",))
+    assert got.targets == ("it@office.test",)
+
+
+@pytest.mark.parametrize(
+    "text, virtual, key, targets",
+    [
+        ("lists: owner#x@example.com  # the list's owner\n", False, "lists", ("owner#x@example.com",)),
+        ("  # an indented comment\nroot: a@b.test\n", False, "root", ("a@b.test",)),
+        (
+            "sales@office.test\ta@office.test,\tb@office.test\n",
+            True,
+            "sales@office.test",
+            ("a@office.test", "b@office.test"),
+        ),
+        ("\ufeffpostmaster: a@b.test\n", False, "postmaster", ("a@b.test",)),
+    ],
+)
+def test_what_aliases5_and_virtual5_allow(text, virtual, key, targets, tmp_path):
+    path = tmp_path / "file"
+    path.write_text(text, encoding="utf-8")
+    assert AliasesFile(path, virtual).value.targets[key] == targets

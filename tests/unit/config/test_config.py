@@ -618,11 +618,13 @@ def test_check_files_reads_the_senders_table(tmp_path):
 def test_check_files_reads_the_aliases_and_says_what_they_get_wrong(tmp_path):
     (tmp_path / "aliases").write_text("root: it@office.test\n")
     (tmp_path / "virtual").write_text("sales@office.test a@office.test\nx@far.test y@office.test\n")
+    # Without a postmaster alias, and a virtual key for a domain not ours:
     text = GOOD + '[relay]\nlocal_domains = ["office.test"]\n[aliases]\nfile = "aliases"\nvirtual = "virtual"\n'
     config = check(text + "expansion_limit = 5\n", tmp_path / "empath.toml")
     assert (config.aliases.file, config.aliases.expansion_limit) == (tmp_path / "aliases", 5)
     assert said(check_files(config)) == [
-        f"aliases.virtual: {tmp_path / 'virtual'}, line 2: x@far.test: not an address of a local domain"
+        f"aliases.virtual: {tmp_path / 'virtual'}, line 2: x@far.test: not an address of a local domain",
+        "aliases.file: postmaster has no alias: mail to the postmaster must reach someone",
     ]
     (tmp_path / "aliases").write_text("root: |/bin/sh\n")
     [problem] = said(check_files(config))
