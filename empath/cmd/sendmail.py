@@ -32,12 +32,13 @@ from empath.aliases import Aliases, BrokenAlias
 from empath.cmd import mailq
 from empath.cmd.config import loaded, local_path
 from empath.config import Config
-from empath.config.files import alias_tables
+from empath.config.files import alias_tables, rewriter_of
 from empath.message import dkim, submit
 from empath.queue import database, ids
 from empath.queue.database import QueueError
 from empath.queue.insert import NewMessage, insert_alone
 from empath.queue.spool import Spool
+from empath.rewrite import Rules
 from empath.smtp import wire
 from empath.watched import FileError
 
@@ -199,7 +200,14 @@ def qualify(address: str, domain: addresses.Domain) -> addresses.Mailbox:
 
 
 def build(
-    opts: Options, message: bytes, config: Config, user: str, now: float, queue_id: str, aliases: Aliases
+    opts: Options,
+    message: bytes,
+    config: Config,
+    user: str,
+    now: float,
+    queue_id: str,
+    aliases: Aliases,
+    rules: Rules | None = None,
 ) -> tuple[tuple[NewMessage, ...], dkim.Signing]:
     """The queue entries of a message handed to sendmail (itself, and a forwarded copy with
     SRS: submit.entries), and its DKIM signing (pure but for the key and the aliases' files)."""
@@ -223,7 +231,7 @@ def build(
         body_type="7BIT" if data.isascii() else "8BITMIME",
     )
     origin = submit.LocalUser(user, opts.full_name)
-    msg, signing = submit.compose(config, origin, envelope, Spool.holding(data), queue_id, now, uuid.uuid4().hex)
+    msg, signing = submit.compose(config, origin, envelope, Spool.holding(data), queue_id, now, uuid.uuid4().hex, rules)
     ours = aliases.ours(config.local_domains)
     return submit.entries(msg, expanded, ours, aliases.srs, now, ids.new_id(now)), signing
 
@@ -272,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(message) > config.limits.max_message_size:
             print(f"sendmail: message larger than {config.limits.max_message_size} bytes", file=sys.stderr)
             return EX_DATAERR
-        entries, signing = build(opts, message, config, getpass.getuser(), now, queue_id, alias_tables(config))
+        rewriter = rewriter_of(config)
+        rules = rewriter.rules() if rewriter.active else None
+        entries, signing = build(opts, message, config, getpass.getuser(), now, queue_id, alias_tables(config), rules)
     except UsageError as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_USAGE

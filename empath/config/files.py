@@ -9,7 +9,7 @@ control socket's tokens.)
 import ssl
 from pathlib import Path
 
-from empath import aliases, recipients, senders, srs
+from empath import aliases, recipients, rewrite, senders, srs
 from empath.config.model import Config
 from empath.watched import FileError, Watched
 
@@ -36,6 +36,11 @@ def check_files(config: Config) -> list[tuple[str, str]]:
         except ValueError as exc:
             problems.append(("smarthost.password_file", str(exc)))
     problems += alias_problems(config)
+    if config.rewrite.sender_canonical is not None:
+        try:
+            rewriter_of(config)
+        except FileError as exc:
+            problems.append(("rewrite.sender_canonical", str(exc)))
     if config.srs.secret_file is not None:
         try:
             srs_of(config)
@@ -102,3 +107,8 @@ def srs_of(config: Config) -> srs.Srs | None:
         return None
     keys = Watched(s.secret_file, srs.parse_keys, "SRS secrets").value
     return srs.Srs(keys, config.srs_domain, s.max_age)
+
+
+def rewriter_of(config: Config) -> rewrite.Rewriter:
+    """The office's sender rewriting as the config says (watched.FileError if its table cannot be read)."""
+    return rewrite.Rewriter(config.rewrite.sender_canonical, config.rewrite.masquerade_domains)

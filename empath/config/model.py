@@ -164,6 +164,14 @@ class SrsSettings:
 
 
 @dataclass(frozen=True)
+class RewriteSettings:
+    """Sender rewriting for the office's own mail (empath/rewrite.py)."""
+
+    sender_canonical: Path | None = None  # address → address, @domain → @domain
+    masquerade_domains: tuple[Domain, ...] = ()  # user@host.office.test → user@office.test
+
+
+@dataclass(frozen=True)
 class ControlSettings:
     """The control socket (empathctl); see empath/control/."""
 
@@ -233,6 +241,7 @@ class Config:
     verification: Verification = Verification()
     aliases: AliasSettings = AliasSettings()
     srs: SrsSettings = SrsSettings()
+    rewrite: RewriteSettings = RewriteSettings()
     senders_file: Path | None = None  # who may send as whom (empath/senders.py); None: each login's own address
 
     @property

@@ -28,6 +28,7 @@ from empath.config.model import (
     Listener,
     PluginSpec,
     QueueSettings,
+    RewriteSettings,
     Smarthost,
     SrsSettings,
     Timeouts,
@@ -62,6 +63,7 @@ SECTIONS = (
     "verification",
     "aliases",
     "srs",
+    "rewrite",
 )
 
 
@@ -340,6 +342,20 @@ def _srs(r: Reader, doc: dict, path: Callable[[Any], Path]) -> SrsSettings:
     )
 
 
+def _rewrite(r: Reader, doc: dict, path: Callable[[Any], Path]) -> RewriteSettings:
+    t = r.table(doc, "rewrite", {f.name for f in fields(RewriteSettings)})
+    return RewriteSettings(
+        sender_canonical=r.get(t, "sender_canonical", None, path, "rewrite.sender_canonical"),
+        masquerade_domains=r.get(
+            t,
+            "masquerade_domains",
+            (),
+            lambda v: tuple(values.domain(d) for d in values.string_list(v)),
+            "rewrite.masquerade_domains",
+        ),
+    )
+
+
 def _control(r: Reader, doc: dict, path: Callable[[Any], Path]) -> ControlSettings:
     t = r.table(doc, "control", {"socket", "group", "tokens_file"})
 
@@ -547,6 +563,7 @@ def validate(doc: dict, text: str, config_path: Path, default_hostname: str = "l
         senders_file=senders_file,
         aliases=_aliases(r, doc, path),
         srs=_srs(r, doc, path),
+        rewrite=_rewrite(r, doc, path),
     )
     for domain, policy in config.domains.items():
         # Mail for other domains is relayed for our own clients only: who exists there is not ours to say.

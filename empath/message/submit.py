@@ -17,6 +17,7 @@ from empath.config import Config
 from empath.message import dkim, stamp
 from empath.queue.insert import NewMessage, NewRecipient
 from empath.queue.spool import Spool
+from empath.rewrite import Rules
 from empath.srs import Srs
 
 
@@ -123,8 +124,12 @@ def compose(
     queue_id: str,
     now: float,
     trace_id: str,
+    rules: Rules | None = None,
 ) -> tuple[NewMessage, dkim.Signing]:
     """The queue entry for ``data`` as it came from ``origin``, and what DKIM signing came to.
+
+    ``rules``: the office's sender rewriting (rewrite.py), for its own clients' mail only,
+    made to the envelope sender and the header section before anything is added or signed.
 
     ``trace_id`` is used unless the message already carries one of ours (it came back).
     The fields added go into the entry's ``head``; ``data`` becomes its body as it is,
@@ -132,6 +137,10 @@ def compose(
     whole: the caller bounds how many do at once (smtp/session.py).
     """
     hostname = config.hostname
+    events = [("received", origin.describe())]
+    if rules is not None and origin.ours:
+        envelope, rewritten = _rewritten(envelope, data, rules)
+        events += rewritten
     header = data.header_section()
     trace_id = stamp.trace_from(header, hostname) or trace_id
     given = envelope.given or [r.address for r in envelope.recipients]
@@ -141,7 +150,6 @@ def compose(
     # Signing needs the message whole: a copy, for our own users' mail only.
     signing = dkim.sign(b"".join([head, *data.pieces()]), config.dkim) if may_sign(config, origin) else dkim.Signing()
     head = signing.fields + head
-    events = [("received", origin.describe())]
     events += [("dkim", f"signed: d={k.domain} s={k.selector} a={k.algorithm}") for k in signing.signed]
     events += [("dkim", f"not signed: d={k.domain} s={k.selector}: {why}") for k, why in signing.failed]
     message = NewMessage(
@@ -165,6 +173,23 @@ def compose(
         events=events,
     )
     return message, signing
+
+
+def _rewritten(envelope: Envelope, data: Spool, rules: Rules) -> tuple[Envelope, list[tuple[str, str]]]:
+    """The envelope with its sender rewritten, the header section of ``data`` too; the events saying so."""
+    events = []
+    sender = envelope.sender
+    if sender:
+        new = rules.address(sender)
+        if new != sender:
+            events.append(("rewritten", f"sender {sender} as {new}"))
+            envelope = dataclasses.replace(envelope, sender=ReversePath._trusted(new))
+    section = data.header_section()
+    changed = rules.header_section(section)
+    if changed != section:
+        data.replace_header_section(changed)
+        events.append(("rewritten", "sender addresses in the header (From, Sender, Reply-To)"))
+    return envelope, events
 
 
 Given = tuple[EmailAddress, Domain, tuple[str, ...], str | None, tuple[EmailAddress, ...]]

@@ -232,6 +232,7 @@ def named_files(config: Config) -> dict[str, Path]:
         "aliases.file": config.aliases.file,
         "aliases.virtual": config.aliases.virtual,
         "srs.secret": config.srs.secret_file,
+        "rewrite.sender_canonical": config.rewrite.sender_canonical,
     }
     named |= {f"dkim.{i}.key": key.key_file for i, key in enumerate(config.dkim)}
     named |= {f"domains.{d}.recipients": p.recipients for d, p in config.domains.items()}

@@ -18,7 +18,7 @@ from gevent.server import StreamServer
 from empath import recipients, senders
 from empath.addresses import EmailAddress
 from empath.config import Config, Listener
-from empath.config.files import alias_tables
+from empath.config.files import alias_tables, rewriter_of
 from empath.log import event
 from empath.metrics import Metrics
 from empath.plugins.loader import Plugins
@@ -97,6 +97,7 @@ class SmtpServer:
         self.recipients = _recipient_tables(self.config, {})
         self.senders = _senders(self.config, None)
         self.aliases = alias_tables(self.config)
+        self.rewriter = rewriter_of(self.config)
 
     def recipient_exists(self, address: str, domain: str) -> bool | None:
         """Is ``address`` in its domain's recipients table? None: the domain has none."""
@@ -264,6 +265,7 @@ class SmtpServer:
         tables = _recipient_tables(config, self.recipients)
         owners = _senders(config, self.senders)
         aliases = alias_tables(config)
+        rewriter = rewriter_of(config)
         self.config = config
         self.tls_context = tls_context(config)
         if config.users_file != (self.users.path if self.users is not None else None):
@@ -271,6 +273,7 @@ class SmtpServer:
         self.recipients = tables
         self.senders = owners
         self.aliases = aliases
+        self.rewriter = rewriter
         if self.verifier is not None:
             self.verifier.reconfigure(config)
         for listening in self.listening:

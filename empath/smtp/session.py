@@ -36,6 +36,7 @@ from empath.queue.database import QueueError, StorageFull, classify
 from empath.queue.insert import NewMessage
 from empath.queue.spool import Spool
 from empath.recipients import Existence
+from empath.rewrite import Rewriter
 from empath.smtp import replies
 from empath.smtp.commands import MailArgs
 from empath.smtp.connection import Connection, ConnectionClosed
@@ -62,6 +63,7 @@ class Host(Protocol):
     def is_trusted(self, address: str) -> bool: ...
 
     aliases: Aliases  # where mail for an address goes, and SRS for what an alias forwards
+    rewriter: Rewriter  # the office's sender rewriting (canonical table, masquerading)
 
     def enqueue(self, *messages: NewMessage) -> None:
         """Return once ``messages`` (one accepted message) are durably queued; raise QueueError if not."""
@@ -451,7 +453,8 @@ class Session:
         spool = self._spool
         assert spool is not None
         origin = self._origin(transaction)
-        args = (self.config, origin, self._envelope(transaction, spool), spool, queue_id, now, self.trace_id)
+        rules = self.host.rewriter.rules() if self.host.rewriter.active else None
+        args = (self.config, origin, self._envelope(transaction, spool), spool, queue_id, now, self.trace_id, rules)
         try:
             if submit.may_sign(self.config, origin):
                 # DKIM hashes the whole message and an RSA signature takes milliseconds:

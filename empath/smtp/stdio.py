@@ -29,7 +29,7 @@ from gevent import select
 from empath.addresses import EmailAddress
 from empath.aliases import Aliases
 from empath.config import Config, Listener
-from empath.config.files import alias_tables
+from empath.config.files import alias_tables, rewriter_of
 from empath.message import dkim, submit
 from empath.metrics import Metrics
 from empath.plugins.loader import Plugins
@@ -76,6 +76,7 @@ class LocalHost:
         self.users: Users | None = None
         self.enqueue = store
         self.aliases = aliases
+        self.rewriter = rewriter_of(config)
         # Its spool never leaves memory: there is nothing to wait for.
         self.whole_messages: AbstractContextManager[Any] = contextlib.nullcontext()
 

@@ -102,3 +102,29 @@ def test_a_key_gone_after_the_start_leaves_mail_queued_unsigned_and_said_so(make
     wait_for(lambda: "dkim_failed" in daemon.log_since_start(), what="the dkim_failed log line")
     [line] = [line for line in daemon.log_since_start().splitlines() if "dkim_failed" in line]
     assert "domain=local.test" in line and "selector=rsa" in line and messages[0][0] in line
+
+
+def test_the_office_s_senders_are_rewritten_before_they_are_signed_and_a_stranger_s_never(make_daemon):
+    """Cron's root@mail.local.test leaves as it@local.test (the canonical table, then
+    masquerading), in the envelope and the header, and the signature covers the new From."""
+    with Peer("127.0.0.11") as peer, DnsServer() as dns_server:
+        daemon = make_daemon(**{'domains."remote.test"': {"route": [f"{peer.host}:{peer.port}"]}})
+        table = daemon.directory / "sender_canonical"
+        table.write_text("root@local.test  it@local.test\n")
+        daemon.sections["rewrite"] = {"sender_canonical": str(table), "masquerade_domains": ["local.test"]}
+        daemon.write_config()
+        dns_server.set("rsa._domainkey.local.test", TXT=[keygen(daemon, "rsa", "rsa-sha256")])
+        daemon.start()
+        cron = b'From: "Cron Daemon" <root@mail.local.test>\r\nTo: ops@remote.test\r\nSubject: backup\r\n\r\ndone\r\n'
+        with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10, source_address=("127.0.0.2", 0)) as client:
+            assert client.sendmail("scanner@printer.local.test", ["ops@remote.test"], cron) == {}  # trusted
+        [t] = peer.wait_for_transactions(1, timeout=15)
+        assert t.sender == "scanner@local.test"  # masqueraded: no table entry for it
+        assert b'From: "Cron Daemon" <it@local.test>\r\n' in t.data  # root@mail. masqueraded, then the table
+        assert verifies(t.data, 0, dns_lookup(dns_server))  # signed as rewritten: d=local.test, the new From
+
+        # A stranger's mail to us is left as it came.
+        with smtplib.SMTP("127.0.0.1", daemon.ports.smtp, timeout=10) as client:
+            assert client.sendmail("root@mail.local.test", ["carol@local.test"], cron) == {}
+        stranger = [qid for qid, sender in daemon.messages() if sender == "root@mail.local.test"]
+        assert len(stranger) == 1 and b"<root@mail.local.test>" in daemon.body(stranger[0])

@@ -202,3 +202,13 @@ def test_what_aliases5_and_virtual5_allow(text, virtual, key, targets, tmp_path)
     path = tmp_path / "file"
     path.write_text(text, encoding="utf-8")
     assert AliasesFile(path, virtual).value.targets[key] == targets
+
+
+def test_internationalized_domains_match_in_either_form():
+    virtual = parse("verkauf@bücher.test  anna@office.test\n@bücher.test  info@office.test\n", VIRTUAL, virtual=True)
+    assert run("verkauf@xn--bcher-kva.test", virtual=virtual) == ["anna@office.test"]
+    assert run("VERKAUF@xn--bcher-kva.test", virtual=virtual) == ["anna@office.test"]
+    assert run("wer@xn--bcher-kva.test", virtual=virtual) == ["info@office.test"]
+    assert run("zoë@office.test", virtual=parse("zoë@office.test  zoe@home.example\n", VIRTUAL, True)) == [
+        "zoe@home.example"
+    ]

@@ -18,6 +18,8 @@ from empath.cmd.sendmail import (
     remove_bcc,
 )
 from empath.config.sections import validate
+from empath.rewrite import Rules
+from empath.rewrite import parse as parse_canonical
 
 NO_ALIASES = Aliases(None, None, "mail.example.test", 1000)
 
@@ -81,6 +83,16 @@ def test_header_recipients_and_bcc_removal():
     cleaned = remove_bcc(header)
     assert b"dave" not in cleaned and b"eve" not in cleaned
     assert cleaned.endswith(b"Subject: hi\r\n")
+
+
+def test_build_rewrites_a_local_program_s_sender_as_the_office_s_rules_say():
+    rules = Rules(parse_canonical("root@example.test  it@example.test\n"), ("example.test",))
+    message = b"From: Cron <root@host.example.test>\r\nSubject: backup\r\n\r\nok\r\n"
+    opts = Options(sender="root@host.example.test", recipients=["ops@far.test"])
+    (msg,), _ = build(opts, message, config(), "root", 1_700_000_000.0, "01ABCDEFGHJKMNPQ", NO_ALIASES, rules)
+    assert msg.sender == "it@example.test"
+    assert b"From: Cron <it@example.test>\r\n" in msg.head + msg.body.read()
+    assert ("rewritten", "sender root@host.example.test as it@example.test") in msg.events
 
 
 def test_build_adds_headers_qualifies_names_and_keeps_the_body():

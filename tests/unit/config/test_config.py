@@ -655,6 +655,20 @@ def test_srs_needs_a_local_domain_and_secrets_worth_the_name(tmp_path):
     assert "srs.domain (line 7): must be one of" in problems_of(GOOD + '[srs]\nsecret_file = "srs.secret"\n')[0]
 
 
+def test_check_files_reads_the_sender_canonical_table(tmp_path):
+    text = GOOD + '[rewrite]\nsender_canonical = "canonical"\nmasquerade_domains = ["Office.Test"]\n'
+    config = check(text, tmp_path / "empath.toml")
+    assert config.rewrite.masquerade_domains == ("office.test",)
+    (tmp_path / "canonical").write_text("root@office.test\n")
+    [problem] = said(check_files(config))
+    assert problem == f"rewrite.sender_canonical: {tmp_path / 'canonical'}: line 1: not 'address new-address' or " + (
+        "'@domain @new-domain'"
+    )
+    assert problems_of(GOOD + '[rewrite]\nmasquerade_domains = ["bad domain"]\n')[0].startswith(
+        "rewrite.masquerade_domains (line 8): 'bad domain' is not a domain name"
+    )
+
+
 def test_a_senders_table_needs_users():
     assert problems_of(GOOD + '[auth]\nsenders = "senders"\n') == [
         "auth.senders (line 8): says who may send as whom after AUTH, which needs auth.users_file"

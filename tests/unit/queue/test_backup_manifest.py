@@ -45,6 +45,7 @@ def make_config(tmp_path: Path, messages: int = 2) -> SimpleNamespace:
         senders_file=None,
         aliases=SimpleNamespace(file=None, virtual=None),
         srs=SimpleNamespace(secret_file=None),
+        rewrite=SimpleNamespace(sender_canonical=None),
         domains={},
     )
 
