@@ -38,7 +38,7 @@ from pathlib import Path
 from empath import addresses
 from empath.addresses import AddressError, Domain, EmailAddress
 from empath.srs import Srs, SrsError, is_srs
-from empath.watched import Watched, read_text
+from empath.watched import Watched, read_text, uncommented
 
 MAX_INCLUDE_DEPTH = 10  # :include: files within :include: files
 MAX_DEPTH = 100  # aliases of aliases, however long the chain
@@ -68,7 +68,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     """(first line number, text) of each entry: continuation lines joined, comments dropped."""
     out: list[tuple[int, str]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = _uncommented(raw).rstrip()
+        line = uncommented(raw).rstrip()
         if not line.strip():
             continue
         if raw[:1] in (" ", "\t") and out:
@@ -76,19 +76,6 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
         else:
             out.append((number, line.strip()))
     return out
-
-
-def _uncommented(line: str) -> str:
-    """``line`` without its comment: a ``#`` that starts the line or follows white space,
-    outside quotes. One inside a word is part of it (``owner#x@example.com``), as aliases(5)
-    reads it."""
-    quoted = False
-    for i, ch in enumerate(line):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "#" and not quoted and (i == 0 or line[i - 1].isspace()):
-            return line[:i]
-    return line
 
 
 def _local_name(text: str) -> str:
@@ -204,6 +191,7 @@ class Expansion:
     targets: tuple[EmailAddress, ...] = ()
     problem: str | None = None  # "unknown", "loop", "too_many" or "srs" (a bad SRS address)
     aliased: bool = False  # an alias of it was found (it exists, whatever else says so)
+    bounces_only: bool = False  # an SRS address: taken with the null sender only (srs.py)
 
 
 def name_domains(hostname: str) -> tuple[str, ...]:
@@ -319,14 +307,17 @@ class Aliases:
         """The domains whose addresses are local names: none without an aliases file."""
         return name_domains(self.hostname) if self.local is not None else ()
 
-    def _unforward(self, local: str) -> Expansion:
-        """An SRS address of ours, as an alias of the sender it stands for; forged or expired: refused."""
+    def _unforward(self, address: EmailAddress) -> Expansion:
+        """An SRS address of ours, as an alias of the sender it stands for, for bounces
+        only; forged or expired: refused."""
         assert self.srs is not None
         try:
-            original = addresses.parse_mailbox(self.srs.reverse(local, time.time()), utf8=True).address
+            original = self.srs.original(address, time.time())
+            assert original is not None
+            target = addresses.parse_mailbox(original, utf8=True).address
         except (SrsError, AddressError):
             return Expansion(problem="srs", aliased=True)
-        return Expansion((original,), aliased=True)
+        return Expansion((target,), aliased=True, bounces_only=True)
 
     def ours(self, local_domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
         """The local domains and, with an aliases file, the domains of local names after them
@@ -350,7 +341,7 @@ class Aliases:
 
     def expand(self, address: EmailAddress) -> Expansion:
         if self.srs is not None and address.domain == self.srs.domain and is_srs(address.local):
-            return self._unforward(address.local)
+            return self._unforward(address)
         local = self.local.current() if self.local is not None else None
         virtual = self.virtual.current() if self.virtual is not None else Table()
         return expand(address, local, virtual, self.hostname, self.limit, mailboxes=self.local_domains)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from empath import addresses
 from empath.addresses import AddressSet
-from empath.watched import Watched
+from empath.watched import Watched, uncommented
 
 
 class RecipientsFileError(ValueError):
@@ -33,7 +33,7 @@ def parse(text: str) -> AddressSet:
     """The table in ``text``; RecipientsFileError names the first bad line."""
     entries = []
     for number, line in enumerate(text.splitlines(), start=1):
-        words = line.split("#", 1)[0].split()
+        words = uncommented(line).split()
         if not words:
             continue
         try:

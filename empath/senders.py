@@ -21,7 +21,7 @@ from pathlib import Path
 from empath import addresses
 from empath.addresses import AddressSet
 from empath.users import valid_name
-from empath.watched import Watched
+from empath.watched import Watched, uncommented
 
 
 class SendersFileError(ValueError):
@@ -32,7 +32,7 @@ def parse(text: str) -> dict[str, AddressSet]:
     """The table in ``text``; SendersFileError names the first bad line."""
     table = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
+        line = uncommented(line).strip()
         if not line:
             continue
         user, colon, rest = line.partition(":")

@@ -4,7 +4,7 @@ When an alias sends mail for a local address on to another domain, the next
 hop checks the envelope sender's SPF against this server, which the
 sender's domain does not list. So the forwarded copy's sender is rewritten
 into an address of ours that still says whose it was, signed and dated, and
-a bounce to it is turned back to the original sender (postsrsd and chasquid
+a bounce to it is turned back to the original sender (postsrsd and libsrs2
 do the same)::
 
     alice@far.example             → SRS0=HHHHHH=TT=far.example=alice@office.test
@@ -14,7 +14,11 @@ do the same)::
 HHHHHH is a keyed hash (HMAC-SHA1, its first 30 bits in base32: no case to
 lose on the way), TT the day it was made (base32, modulo 1024 days). A bounce
 to an address whose hash does not verify under any key, or older than
-``max_age``, is refused: a forger cannot use us to relay. Pure.
+``max_age``, is refused: nobody can make one up. One made here can be used
+again until it expires, by anyone who saw it, but only to reach the sender it
+names, and only with the null sender (a bounce): the trade-off every SRS
+makes, bounded by ``max_age``. (An SRS1 carries no date of its own, as in
+libsrs2.) Pure.
 """
 
 import base64
@@ -82,11 +86,21 @@ class Srs:
             if not sep:
                 return None
             local = f"SRS1={self._hash(self.keys[0], first + '=' + rest)}={first}=={rest}"
+        elif local.startswith('"'):
+            return None  # a quoted local part makes no valid SRS address: the copy keeps its sender
         else:
             day = int(now // DAY) % DAYS
             tt = ALPHABET[day // 32] + ALPHABET[day % 32]
-            local = f"SRS0={self._hash(self.keys[0], tt + domain + local)}={tt}={domain}={local}"
+            local = f"SRS0={self._hash(self.keys[0], f'{tt}={domain}={local}')}={tt}={domain}={local}"
         return f"{local}@{self.domain}" if len(local.encode("utf-8")) <= MAX_LOCAL_PART else None
+
+    def original(self, address: str, now: float) -> str | None:
+        """The sender a rewritten address of ours stands for; None if ``address`` is not
+        one (not SRS, or another domain's); SrsError if it is forged, expired or malformed."""
+        local, _, domain = address.rpartition("@")
+        if domain.lower() != self.domain or not is_srs(local):
+            return None
+        return self.reverse(local, now)
 
     def reverse(self, local: str, now: float) -> str:
         """The address the SRS local part ``local`` (of our domain) stands for; SrsError if it
@@ -104,7 +118,8 @@ class Srs:
         if len(parts) != 4 or not all(parts):
             raise SrsError("a malformed SRS address")
         hashed, tt, domain, original = parts
-        if not self._signed(hashed, tt + domain + original):
+        # With the separators: the hash of a@b.cx must not also be that of x@b.c's parts moved.
+        if not self._signed(hashed, f"{tt}={domain}={original}"):
             raise SrsError("not an SRS address made here")
         try:
             made = ALPHABET.index(tt[0].lower()) * 32 + ALPHABET.index(tt[1].lower())

@@ -25,15 +25,29 @@ def read_text(path: Path, limit: int = MAX_FILE) -> str:
     """A table file's text, UTF-8 (a BOM dropped). Only a regular file, opened without
     blocking (a FIFO named by mistake must not hang the daemon) and at most ``limit``
     bytes; ValueError says why not, OSError if it cannot be opened."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a device is never opened
+        raise ValueError("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for one between the two looks
             raise ValueError("not a regular file")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     return data.decode("utf-8-sig")
+
+
+def uncommented(line: str) -> str:
+    """A table file's line without its comment: a ``#`` that starts the line or follows
+    white space, outside quotes. One inside a word is part of it (``owner#x@example.com``),
+    as aliases(5) and Postfix's tables read it."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:

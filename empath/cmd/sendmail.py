@@ -236,6 +236,19 @@ def build(
     return submit.entries(msg, expanded, ours, aliases.srs, now, ids.new_id(now)), signing
 
 
+def _aliases(config: Config) -> Aliases:
+    """The aliases, and SRS if this user may read its secrets; if not (they are the daemon's,
+    mode 0600), mail an alias forwards keeps its sender, and a line says why."""
+    try:
+        return alias_tables(config)
+    except FileError as exc:
+        if config.srs.secret_file is None:
+            raise
+        tables = alias_tables(config, read_srs=False)  # the aliases' own fault raises here
+        print(f"sendmail: {exc}; mail an alias forwards keeps its sender (no SRS)", file=sys.stderr)
+        return tables
+
+
 def enqueue(config: Config, *entries: NewMessage) -> None:
     insert_alone(config.database_path, entries, config.queue.max_size)
 
@@ -282,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             return EX_DATAERR
         rewriter = rewriter_of(config)
         rules = rewriter.rules() if rewriter.active else None
-        entries, signing = build(opts, message, config, getpass.getuser(), now, queue_id, alias_tables(config), rules)
+        entries, signing = build(opts, message, config, getpass.getuser(), now, queue_id, _aliases(config), rules)
     except UsageError as exc:
         print(f"sendmail: {exc}", file=sys.stderr)
         return EX_USAGE

@@ -93,10 +93,12 @@ def alias_problems(config: Config) -> list[tuple[str, str]]:
     return tables.problems()
 
 
-def alias_tables(config: Config) -> aliases.Aliases:
-    """The aliases the config names, read (watched.FileError if one cannot be)."""
+def alias_tables(config: Config, read_srs: bool = True) -> aliases.Aliases:
+    """The aliases the config names, read (watched.FileError if one cannot be), with the
+    SRS secrets unless ``read_srs`` is false."""
     a = config.aliases
-    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit, srs_of(config), config.local_domains)
+    srs = srs_of(config) if read_srs else None
+    return aliases.Aliases(a.file, a.virtual, config.hostname, a.expansion_limit, srs, config.local_domains)
 
 
 def srs_of(config: Config) -> srs.Srs | None:

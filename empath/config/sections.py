@@ -332,13 +332,21 @@ def _aliases(r: Reader, doc: dict, path: Callable[[Any], Path]) -> AliasSettings
     )
 
 
+def _srs_age(value: Any) -> float:
+    seconds = values.at_least(values.duration, 86400)(value)
+    if seconds > 1000 * 86400:
+        raise ValueError("must be at most 1000d")
+    return seconds
+
+
 def _srs(r: Reader, doc: dict, path: Callable[[Any], Path]) -> SrsSettings:
     t = r.table(doc, "srs", {f.name for f in fields(SrsSettings)})
     d = SrsSettings()
     return SrsSettings(
         secret_file=r.get(t, "secret_file", None, path, "srs.secret_file"),
         domain=r.get(t, "domain", None, lambda v: values.domain(values.string(v)), "srs.domain"),
-        max_age=r.get(t, "max_age", d.max_age, values.at_least(values.duration, 86400), "srs.max_age"),
+        # TT counts days modulo 1024: an age past that would never expire.
+        max_age=r.get(t, "max_age", d.max_age, _srs_age, "srs.max_age"),
     )
 
 

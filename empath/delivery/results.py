@@ -8,6 +8,7 @@ queue does the writing (queue/claims.py, queue/insert.py); what is owed is
 decided here (notices.py) and rendered by message/dsn.py.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import peewee
@@ -28,6 +29,8 @@ class NoticeSettings:
     postmaster: EmailAddress  # where failed notices about null-sender mail go
     delay_warning: float
     lifetime: float
+    # A forwarded copy's sender is an SRS address of ours: its notices go to the sender it stands for.
+    unforward: Callable[[ReversePath], ReversePath] = lambda sender: sender
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ def _notices(
     now: float,
     settings: NoticeSettings,
 ) -> list[str]:
-    target = notices.report_target(message.kind, ReversePath._trusted(message.sender), settings.postmaster)
+    sender = settings.unforward(ReversePath._trusted(message.sender))
+    target = notices.report_target(message.kind, sender, settings.postmaster)
     if target is None:
         return []
     to, kind = target

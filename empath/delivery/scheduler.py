@@ -19,8 +19,9 @@ import gevent.lock
 import gevent.pool
 import peewee
 
-from empath.addresses import Domain, Mailbox
+from empath.addresses import AddressError, Domain, Mailbox, ReversePath
 from empath.config import Config, values
+from empath.config.files import srs_of
 from empath.config.model import DomainPolicy
 from empath.delivery import content
 from empath.delivery import results as recording
@@ -35,6 +36,7 @@ from empath.queue import claims
 from empath.queue.claims import Claimed, Loaded, PutBack, Result
 from empath.queue.states import DONE, State
 from empath.queue.store import Queue
+from empath.srs import Srs, SrsError
 
 log = logging.getLogger("empath.delivery")
 
@@ -348,7 +350,24 @@ class Scheduler:
 
 def _notice_settings(config: Config) -> NoticeSettings:
     postmaster = Mailbox("postmaster", config.local_domains[0] if config.local_domains else config.hostname).address
-    return NoticeSettings(config.hostname, postmaster, config.delivery.delay_warning, config.queue.lifetime)
+    d, lifetime = config.delivery, config.queue.lifetime
+    return NoticeSettings(config.hostname, postmaster, d.delay_warning, lifetime, _unforward(srs_of(config)))
+
+
+def _unforward(srs: Srs | None) -> Callable[[ReversePath], ReversePath]:
+    """The sender a forwarded copy's notices go to: the one its SRS sender stands for (one
+    that no longer reverses, expired, keeps it: the notice goes there and fails, to the postmaster)."""
+
+    def back(sender: ReversePath) -> ReversePath:
+        if srs is None or sender.is_null:
+            return sender
+        try:
+            original = srs.original(sender, time.time())
+            return ReversePath(original) if original is not None else sender  # parsed: it came from outside
+        except (SrsError, AddressError):
+            return sender
+
+    return back
 
 
 def _put_back(

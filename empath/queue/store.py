@@ -230,11 +230,12 @@ class Queue:
             for _, result in batch:
                 result.set_exception(QueueError(f"internal error: {exc}"))
             return
-        messages = sum(len(write.args[0]) for write, _ in batch if write.fn is insert_all)
+        accepted = [write for write, _ in batch if write.fn is insert_all]
+        messages = sum(len(write.args[0]) for write in accepted)
         log.debug(
             "committed %d message(s) and %d other write(s) in %.1f ms",
             messages,
-            len(batch) - messages,
+            len(batch) - len(accepted),
             (time.monotonic() - started) * 1000,
         )
         for (_, result), (ok, value) in zip(batch, outcomes, strict=True):

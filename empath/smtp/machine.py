@@ -480,6 +480,8 @@ class Machine:
         expansion = self.policy.expand(address)
         if expansion.problem is not None:
             return self._fail(_ALIAS_REFUSALS[expansion.problem])
+        if expansion.bounces_only and not self.transaction.sender.is_null:
+            return self._fail(replies.SRS_BOUNCES_ONLY)
         targets = expansion.targets if expansion.aliased else ()
         # Postmaster at a local domain is always taken (RFC 5321 §4.5.1), and so is an
         # address with an alias; any other unknown recipient is refused now, not taken

@@ -129,6 +129,8 @@ PLUGIN_REJECTION = Reply(550, "5.7.1", "Rejected by local policy")
 UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "Recipient address rejected: user unknown here")
 # An alias misconfigured: the operator's to fix; the reply says so without naming the addresses.
 ALIAS_LOOP = Reply(554, "5.4.6", "Recipient address rejected: its aliases loop, tell the postmaster")
+# An SRS address of ours takes bounces, not mail: it must not relay a stranger's message to its sender.
+SRS_BOUNCES_ONLY = Reply(550, "5.7.1", "Recipient address rejected: this address takes bounces only")
 ALIAS_TOO_MANY = Reply(550, "5.5.3", "Recipient address rejected: its aliases expand to too many addresses")
 # Verification by callout had no answer (the next hop down or slow): never 250 and a bounce later.
 UNVERIFIED_RECIPIENT = Reply(450, "4.1.1", "Recipient address rejected: unverified address, try again later")

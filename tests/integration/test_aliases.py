@@ -223,3 +223,19 @@ def test_forwarded_mail_carries_an_srs_sender_and_its_bounce_comes_back_to_the_o
         [bounce] = far.wait_for_transactions(1)
         assert bounce.sender == "" and bounce.recipients == ["friend@far.test"]
         assert orcpt_of(bounce, "friend@far.test") == "rfc822;" + rewritten.replace("=", "+3D")  # xtext
+
+        # It takes bounces only: a message with a sender is not relayed to friend@ through it.
+        with RawClient(daemon.ports.smtp) as spammer:
+            spammer.reply()
+            spammer.cmd("EHLO spam.test")
+            assert spammer.cmd("MAIL FROM:<offers@spam.test>")[0] == 250
+            assert spammer.cmd(f"RCPT TO:<{rewritten}>") == raw_reply(replies.SRS_BOUNCES_ONLY)
+
+        # When Empath itself fails to deliver the forwarded copy, its bounce goes to friend@far.test
+        # too, not to the SRS address (which the internal server would refuse).
+        home.rcpt_reply = "550 5.2.1 mailbox disabled"
+        assert send(daemon, "sales@local.test") == [raw_reply(replies.RECIPIENT_OK)]
+        _, ours = far.wait_for_transactions(2)
+        assert ours.sender == "" and ours.recipients == ["friend@far.test"]
+        assert b"mailbox disabled" in ours.data and b"alice@home.example" in ours.data
+        assert not [r for t in internal.transactions for r in t.recipients if r.startswith("SRS")]

@@ -69,3 +69,24 @@ def test_an_address_inside_a_longer_one_is_left_alone():
 def test_a_bad_line_is_named(line, problem):
     with pytest.raises(CanonicalFileError, match=f"line 2: .*{problem}"):
         parse(f"root@office.test it@office.test\n{line}\n")
+
+
+def test_a_display_name_or_a_comment_is_not_an_address():
+    section = b'From: "root@mail.office.test (cron)" <root@mail.office.test> (root@office.test)\r\n\r\n'
+    assert RULES.header_section(section) == (
+        b'From: "root@mail.office.test (cron)" <it@office.test> (root@office.test)\r\n\r\n'
+    )
+
+
+def test_each_address_is_rewritten_once():
+    rules = Rules(parse("a@office.test b@office.test\nb@office.test c@office.test\n"))
+    assert rules.header_section(b"From: a@office.test, b@office.test\r\n\r\n") == (
+        b"From: b@office.test, c@office.test\r\n\r\n"
+    )
+    assert rules.address("a@office.test") == "b@office.test"  # as the envelope sender is
+
+
+def test_a_field_of_thousands_of_addresses_takes_one_pass_and_rewrites_the_first_hundred():
+    field = b"From: " + b", ".join(b"root@office.test" for _ in range(12_000)) + b"\r\n\r\n"
+    rewritten = RULES.header_section(field)  # quadratic, this took a minute
+    assert rewritten.count(b"it@office.test") == 100 and rewritten.count(b"root@office.test") == 11_900

@@ -66,3 +66,22 @@ def test_an_srs_address_expires():
 
 def test_a_sender_too_long_to_rewrite_is_left_alone():
     assert SRS.forward("a" * 50 + "@far.example", NOW) is None
+
+
+def test_a_quoted_local_part_is_not_rewritten():
+    assert SRS.forward('"a b"@far.example', NOW) is None  # no valid SRS address holds it
+
+
+def test_the_hash_binds_where_the_domain_ends_and_the_local_part_begins():
+    issued = local(SRS.forward("z@victim.comx.attacker.net", NOW))
+    _, hashed, tt, _, _ = issued.split("=", 4)
+    moved = f"SRS0={hashed}={tt}=victim.com=x.attacker.netz"  # the same characters, split elsewhere
+    with pytest.raises(SrsError, match="not an SRS address made here"):
+        SRS.reverse(moved, NOW)
+
+
+def test_original_is_for_our_srs_addresses_only():
+    made = SRS.forward("alice@far.example", NOW)
+    assert SRS.original(made, NOW) == "alice@far.example"
+    assert SRS.original(made.replace("@office.test", "@other.test"), NOW) is None
+    assert SRS.original("alice@office.test", NOW) is None

@@ -653,6 +653,7 @@ def test_srs_needs_a_local_domain_and_secrets_worth_the_name(tmp_path):
         "srs.domain (line 11): must be one of relay.local_domains: bounces to the rewritten senders come back to it"
     ]
     assert "srs.domain (line 7): must be one of" in problems_of(GOOD + '[srs]\nsecret_file = "srs.secret"\n')[0]
+    assert problems_of(text + 'max_age = "1024d"\n') == ["srs.max_age (line 11): must be at most 1000d"]
 
 
 def test_check_files_reads_the_sender_canonical_table(tmp_path):

@@ -997,3 +997,15 @@ def test_an_aliased_recipient_is_taken_with_its_targets_and_a_broken_alias_is_re
     assert (key(replies.ALIAS_LOOP), key(replies.ALIAS_TOO_MANY)) == ((554, "5.4.6"), (550, "5.5.3"))
     [sales] = m.transaction.recipients
     assert sales.address == "sales@example.test" and sales.targets == ("alice@example.test", "bob@far.test")
+
+
+def test_an_srs_address_takes_bounces_only():
+    back = Expansion((EmailAddress("friend@far.test"),), aliased=True, bounces_only=True)
+    m = ready(make())
+    m.policy = replace(m.policy, expand=lambda address: back if address.startswith("SRS0=") else Expansion((address,)))
+    say(m, "MAIL FROM:<spammer@far.test>")
+    assert_reply(say(m, "RCPT TO:<SRS0=abcdef=ab=far.test=friend@example.test>"), replies.SRS_BOUNCES_ONLY)
+    say(m, "RSET")
+    say(m, "MAIL FROM:<>")
+    assert_reply(say(m, "RCPT TO:<SRS0=abcdef=ab=far.test=friend@example.test>"), replies.RECIPIENT_OK)
+    assert m.transaction.recipients[0].targets == ("friend@far.test",)
