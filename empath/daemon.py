@@ -19,7 +19,7 @@ from empath.control import sockfile, tokens
 from empath.control.server import ControlServer
 from empath.control.verbs import DaemonVerbs
 from empath.delivery.connections import ConnectionPool
-from empath.delivery.courier import Courier
+from empath.delivery.courier import Courier, source_problems
 from empath.delivery.dns import Resolver
 from empath.delivery.scheduler import Scheduler
 from empath.delivery.verify import Verifier
@@ -45,6 +45,7 @@ def check(config: Config) -> list[str]:
         *config_module.check_files(config),
         *control_settings.problems(config.control),
         *dkim.problems(config.dkim),
+        *source_problems(config),
     ]
     return reader.located(config.path, found)
 

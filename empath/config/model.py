@@ -33,6 +33,11 @@ class DomainPolicy:
     rate: float = 0.0  # messages per second; 0: no limit
     breaker_failures: int = 5  # consecutive connection-level failures that open the breaker
     breaker_cooldown: float = 300.0  # how long an open breaker defers before one probe
+    # Postfix's smtp_bind_address and smtp_bind_address6: an IPv4 and/or an IPv6 address to send from.
+    source_address: tuple[str, ...] = ()
+    # Which next-hop addresses to use: any (IPv4 first, then IPv6), ipv4 only, ipv6 only
+    # (Postfix's inet_protocols per destination; Gmail refuses IPv6 senders without reverse DNS).
+    address_family: str = "any"
     # A local domain's table of valid recipients (empath/recipients.py); None: every address.
     recipients: Path | None = None
     # Ask the route's next hop whether a local domain's recipient exists before taking it
@@ -46,6 +51,8 @@ class Smarthost:
     username: str | None = None
     password_file: Path | None = None
     tls: str = "opportunistic"
+    source_address: tuple[str, ...] = ()  # as DomainPolicy's, for the smarthost
+    address_family: str = "any"
 
 
 @dataclass(frozen=True)

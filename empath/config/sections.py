@@ -7,7 +7,7 @@ Every problem is collected with its key (reader.Reader), not just the first.
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,31 @@ def _listeners(r: Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
     return tuple(result)
 
 
-_POLICY_KEYS = {"tls", "concurrency", "rate", "breaker_failures", "breaker_cooldown"}
+_POLICY_KEYS = {
+    "tls",
+    "concurrency",
+    "rate",
+    "breaker_failures",
+    "breaker_cooldown",
+    "source_address",
+    "address_family",
+}
+ADDRESS_FAMILIES = ("any", "ipv4", "ipv6")
+
+
+def _sources(value: Any) -> tuple[str, ...]:
+    """The local addresses to send from: an IPv4 one, an IPv6 one, or one of each."""
+    found = []
+    for text in [value] if isinstance(value, str) else values.string_list(value):
+        try:
+            found.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address") from None
+    if len({a.version for a in found}) != len(found):
+        raise ValueError("give at most one IPv4 and one IPv6 address")
+    return tuple(str(a) for a in found)
+
+
 _DOMAIN_KEYS = {"route", "recipients", "verify"}
 VERIFY = ("none", "callout")
 
@@ -174,6 +198,10 @@ def _policy(r: Reader, table: dict, where: str, base: DomainPolicy) -> DomainPol
             base.breaker_cooldown,
             values.at_least(values.duration, 1),
             f"{where}.breaker_cooldown",
+        ),
+        source_address=r.get(table, "source_address", base.source_address, _sources, f"{where}.source_address"),
+        address_family=r.get(
+            table, "address_family", base.address_family, values.choice(ADDRESS_FAMILIES), f"{where}.address_family"
         ),
     )
 
@@ -238,7 +266,7 @@ def _delivery(r: Reader, doc: dict, path: Callable[[Any], Path]) -> Delivery:
 def _smarthost(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Path]) -> Smarthost | None:
     if "smarthost" not in doc:
         return None
-    t = r.table(doc, "smarthost", {"hosts", "username", "password_file", "tls"})
+    t = r.table(doc, "smarthost", {"hosts", "username", "password_file", "tls", "source_address", "address_family"})
     hosts = r.get(t, "hosts", (), values.hops(delivery.port), "smarthost.hosts")
     if "hosts" not in t:
         r.problem("smarthost.hosts", "is required: the relay host(s) to send all outbound mail through")
@@ -253,7 +281,10 @@ def _smarthost(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], P
     tls = r.get(t, "tls", default_tls, values.choice(TLS_POLICIES), "smarthost.tls")
     if username and tls in ("none", "opportunistic"):
         r.problem("smarthost.tls", "must be required or verify when a username is set: passwords never go in clear")
-    return Smarthost(hosts, username, password_file, tls)
+    d = delivery.defaults
+    source = r.get(t, "source_address", d.source_address, _sources, "smarthost.source_address")
+    family = r.get(t, "address_family", d.address_family, values.choice(ADDRESS_FAMILIES), "smarthost.address_family")
+    return Smarthost(hosts, username, password_file, tls, source, family)
 
 
 def _domains(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Path]) -> dict[Domain, DomainPolicy]:
@@ -287,16 +318,7 @@ def _domains(r: Reader, doc: dict, delivery: Delivery, path: Callable[[Any], Pat
             r.problem(
                 f"{where}.verify", "callout asks the domain's route: set route to the server that holds its mailboxes"
             )
-        result[domain] = DomainPolicy(
-            route,
-            policy.tls,
-            policy.concurrency,
-            policy.rate,
-            policy.breaker_failures,
-            policy.breaker_cooldown,
-            recipients,
-            verify == "callout",
-        )
+        result[domain] = replace(policy, route=route, recipients=recipients, callout=verify == "callout")
     return result
 
 

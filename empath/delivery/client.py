@@ -434,19 +434,21 @@ def open_connection(
     tls: str,
     tls_context: ssl.SSLContext | None,
     credentials: tuple[str, str] | None = None,
+    source: str | None = None,
 ) -> Connection:
-    """Connect, read the greeting, EHLO, and do STARTTLS and AUTH as the policy asks.
+    """Connect (from the local address ``source``, if given), read the greeting, EHLO, and
+    do STARTTLS and AUTH as the policy asks.
 
     ``tls`` is none, opportunistic, required or verify; with ``verify`` the
     context must check the chain and the name ``host``. With opportunistic
     TLS a failed handshake is followed by a new connection in clear.
     """
     try:
-        return _open(host, address, port, helo, timeouts, tls, tls_context, credentials)
+        return _open(host, address, port, helo, timeouts, tls, tls_context, credentials, source)
     except TlsFailed:
         if tls != "opportunistic" or credentials is not None:
             raise
-        return _open(host, address, port, helo, timeouts, "none", None, None)
+        return _open(host, address, port, helo, timeouts, "none", None, None, source)
 
 
 def _open(
@@ -458,13 +460,16 @@ def _open(
     tls: str,
     tls_context: ssl.SSLContext | None,
     credentials: tuple[str, str] | None,
+    source: str | None,
 ) -> Connection:
     try:
-        sock = socket.create_connection((address, port), timeout=timeouts.connect)
+        bind = (source, 0) if source is not None else None
+        sock = socket.create_connection((address, port), timeout=timeouts.connect, source_address=bind)
     except TimeoutError:
         raise SmtpError("connect", f"timeout after {timeouts.connect:g}s connecting") from None
     except OSError as exc:
-        raise SmtpError("connect", f"cannot connect: {exc.strerror or exc}") from None
+        origin = f" from {source}" if source is not None else ""
+        raise SmtpError("connect", f"cannot connect{origin}: {exc.strerror or exc}") from None
     conn = Connection(sock, host, address, port, timeouts)
     try:
         greeting = conn.read_reply("greeting", timeouts.command)

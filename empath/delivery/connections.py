@@ -10,7 +10,7 @@ import gevent
 
 from empath.delivery.client import Connection
 
-Key = tuple[str, int, str, str]  # address, port, TLS policy, AUTH user ("" for none)
+Key = tuple[str, int, str, str, str]  # address, port, TLS policy, AUTH user, source address ("" for none)
 
 
 class ConnectionPool:

@@ -71,6 +71,21 @@ class Loop(Exception):
     pass
 
 
+def source_problems(config: Config) -> list[tuple[str, str]]:
+    """Each source_address the config names that is not an address of this host (and so
+    cannot be bound): what --check and a reload say, by key."""
+    named = [("delivery.source_address", config.delivery.defaults.source_address)]
+    named += [(f"domains.{d}.source_address", p.source_address) for d, p in config.domains.items()]
+    if config.smarthost is not None:
+        named.append(("smarthost.source_address", config.smarthost.source_address))
+    return [
+        (key, f"{address} is not an address of this host: mail cannot be sent from it")
+        for key, sources in named
+        for address in sources
+        if not _local_address(address)
+    ]
+
+
 def _local_address(address: str) -> bool:
     """Is ``address`` one of this host's? Only a local address can be bound."""
     try:
@@ -186,7 +201,8 @@ class Courier:
             verdicts = tuple(self._verdict(r, replies[r.address], conn, dsn) for r in recipients)
             return Outcome(verdicts, True, str(conn), conn.tls)
         if last is None:
-            return self._all(recipients, State.DEFERRED, "4.4.4", "no address to deliver to", connected=None)
+            family = f" of the family address_family = {route.family}" if route.family != "any" else ""
+            return self._all(recipients, State.DEFERRED, "4.4.4", f"no address to deliver to{family}", connected=None)
         return self._all(
             recipients,
             State.DEFERRED,
@@ -222,6 +238,8 @@ class Courier:
                 errors.append(exc)
                 continue
             for address in addresses:
+                if not route.takes(address):
+                    continue  # of a family this route does not use (address_family)
                 if self._is_own(address, hop.port):
                     if not out:
                         raise Loop(f"mail for {route.domain} loops back to myself ({hop.host}[{address}]:{hop.port})")
@@ -249,9 +267,9 @@ class Courier:
 
     # -- how ------------------------------------------------------------------
 
-    def _key(self, route: Route, c: Candidate) -> tuple[str, int, str, str]:
+    def _key(self, route: Route, c: Candidate) -> tuple[str, int, str, str, str]:
         user = self.credentials[0] if route.smarthost and self.credentials else ""
-        return (c.address, c.port, route.tls, user)
+        return (c.address, c.port, route.tls, user, route.source_for(c.address) or "")
 
     def ask(self, route: Route, address: EmailAddress) -> tuple[Reply, str]:
         """A callout: does the route's next hop take mail for ``address``? Its reply to
@@ -299,6 +317,7 @@ class Courier:
             route.tls,
             self.contexts.get(route.tls),
             self.credentials if route.smarthost else None,
+            route.source_for(c.address),
         )
 
     @staticmethod

@@ -58,6 +58,17 @@ class Route:
     hops: tuple[NextHop, ...]  # fixed next hops; empty: look up the domain's MX
     tls: str
     smarthost: bool = False  # AUTH with the smarthost credentials
+    source: tuple[str, ...] = ()  # local addresses to send from, one a family (none: the kernel's choice)
+    family: str = "any"  # which of the next hop's addresses to use: any, ipv4, ipv6
+
+    def source_for(self, address: str) -> str | None:
+        """The local address to bind for a connection to ``address``: one of its family, if given."""
+        v6 = ":" in address
+        return next((s for s in self.source if (":" in s) == v6), None)
+
+    def takes(self, address: str) -> bool:
+        """Is ``address`` of a family this route uses?"""
+        return self.family == "any" or (self.family == "ipv6") == (":" in address)
 
     @property
     def uses_mx(self) -> bool:
@@ -71,8 +82,12 @@ class Route:
 
 def route_for(domain: Domain, config: Config) -> Route:
     policy = config.domain_policy(domain)
+    source, family = policy.source_address, policy.address_family
     if policy.route:
-        return Route(NextHopId.route(domain), domain, policy.route, policy.tls)
-    if config.smarthost is not None:
-        return Route(NEXT_HOP_SMARTHOST, domain, config.smarthost.hosts, config.smarthost.tls, smarthost=True)
-    return Route(NextHopId.mx(domain), domain, (), policy.tls)
+        return Route(NextHopId.route(domain), domain, policy.route, policy.tls, source=source, family=family)
+    smart = config.smarthost
+    if smart is not None:
+        return Route(
+            NEXT_HOP_SMARTHOST, domain, smart.hosts, smart.tls, True, smart.source_address, smart.address_family
+        )
+    return Route(NextHopId.mx(domain), domain, (), policy.tls, source=source, family=family)

@@ -642,3 +642,24 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the local address mail leaves from -------------------------------------------------
+
+
+def test_delivery_leaves_from_the_source_address_of_its_route(make_daemon):
+    with DnsServer() as dns, Peer("127.0.0.11") as peer:
+        route = {"route": [f"127.0.0.11:{peer.port}"], "source_address": "127.0.0.5"}
+        daemon = make_daemon(delivery=delivery(dns, peer.port), **{'domains."remote.test"': route}).start()
+        send(daemon, "bob@remote.test")
+        peer.wait_for_transactions(1)
+        assert {conn.client[0] for conn in peer.connections} == {"127.0.0.5"}  # what the sink sees
+        delivered(daemon, "bob@remote.test")
+        # Only the IPv6 addresses of the next hop, and it has none: deferred, saying why.
+        route = {"route": [f"127.0.0.11:{peer.port}"], "address_family": "ipv6"}
+        daemon.sections['domains."remote.test"'] = route
+        daemon.write_config()
+        assert empathctl(daemon, "reload").returncode == 0
+        send(daemon, "carol@remote.test")
+        wait_for(lambda: rows(daemon, "carol@remote.test") and rows(daemon, "carol@remote.test")[0][0] == "deferred")
+        assert "no address to deliver to of the family address_family = ipv6" in rows(daemon, "carol@remote.test")[0][2]

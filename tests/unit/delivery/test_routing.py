@@ -7,14 +7,17 @@ loopback (tests/dns_server.py).
 """
 
 import socket
+from dataclasses import replace
 
 import pytest
 from config_helpers import GOOD, check
 from dns_server import DnsServer
 
+from empath.addresses import Domain
+from empath.config import ConfigError
 from empath.config.model import NextHop
 from empath.delivery.connections import ConnectionPool
-from empath.delivery.courier import Candidate, Courier, Loop
+from empath.delivery.courier import Candidate, Courier, Loop, source_problems
 from empath.delivery.dns import DnsError, Resolver
 from empath.delivery.routing import Route, route_for
 
@@ -272,3 +275,49 @@ def test_no_address_at_all_is_a_transient_dns_failure(dns):
     with pytest.raises(DnsError) as info:
         courier(dns).candidates(mx_route("all-broken.test"))
     assert (info.value.permanent, info.value.status) == (False, "4.4.3")
+
+
+# -- which addresses, and from where: address_family and source_address -------------------
+
+
+@pytest.mark.parametrize("family, expected", [("any", [FAR, FAR6]), ("ipv4", [FAR]), ("ipv6", [FAR6])])
+def test_address_family_keeps_the_next_hops_addresses_of_that_family(dns, family, expected):
+    route = replace(mx_route("remote.test"), family=family)
+    assert [c.address for c in courier(dns).candidates(route)] == expected
+
+
+def test_source_address_and_family_come_from_the_domain_the_defaults_or_the_smarthost():
+    text = GOOD + (
+        '[delivery]\nsource_address = ["192.0.2.10", "2001:db8::10"]\naddress_family = "ipv4"\n'
+        '[domains."six.example"]\naddress_family = "ipv6"\nsource_address = "2001:db8::66"\n'
+    )
+    config = check(text)
+    six, other = route_for(Domain("six.example"), config), route_for(Domain("other.example"), config)
+    assert (six.source, six.family) == (("2001:db8::66",), "ipv6")
+    assert (other.source, other.family) == (("192.0.2.10", "2001:db8::10"), "ipv4")
+    assert other.source_for(FAR) == "192.0.2.10" and other.source_for(FAR6) == "2001:db8::10"
+    assert six.source_for(FAR) is None  # no IPv4 source named: the kernel chooses
+    smart = route_for(Domain("other.example"), check(text + '[smarthost]\nhosts = ["smart.example"]\n'))
+    assert (smart.source, smart.family) == (("192.0.2.10", "2001:db8::10"), "ipv4")  # the [delivery] defaults
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ('"192.0.2.1.5"', "'192.0.2.1.5' is not an IP address"),
+        ('["192.0.2.1", "192.0.2.2"]', "give at most one IPv4 and one IPv6 address"),
+    ],
+)
+def test_a_bad_source_address_is_refused(value, problem):
+    with pytest.raises(ConfigError, match=problem):
+        check(GOOD + f"[delivery]\nsource_address = {value}\n")
+
+
+def test_check_names_a_source_address_that_is_not_ours():
+    config = check(
+        GOOD + '[delivery]\nsource_address = "127.0.0.5"\n[smarthost]\nhosts = ["s.example"]\n'
+        'source_address = "198.51.100.99"\n'
+    )
+    assert source_problems(config) == [
+        ("smarthost.source_address", "198.51.100.99 is not an address of this host: mail cannot be sent from it")
+    ]
