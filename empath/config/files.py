@@ -24,6 +24,14 @@ def check_files(config: Config) -> list[tuple[str, str]]:
             ctx.load_cert_chain(str(config.tls_certificate), str(config.tls_key))
         except (OSError, ssl.SSLError) as exc:
             problems.append(("tls.certificate", f"cannot load {config.tls_certificate} with its key: {exc}"))
+    for i, listener in enumerate(config.listeners):
+        if listener.tls_ciphers is not None:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).set_ciphers(listener.tls_ciphers)
+            except ssl.SSLError:
+                problems.append(
+                    (f"listeners[{i}].tls_ciphers", f"OpenSSL takes no cipher from {listener.tls_ciphers!r}")
+                )
     if config.users_file is not None and not config.users_file.is_file():
         problems.append(
             ("auth.users_file", f"{config.users_file} does not exist (create it with: empathctl user add NAME)")

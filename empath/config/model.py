@@ -9,6 +9,7 @@ from empath.addresses import Domain
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MODES = ("smtp", "submission", "smtps")
+TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 # Outbound TLS: none; opportunistic (STARTTLS when offered, else plain);
 # required (never MAIL or AUTH in clear); verify (required + certificate checked).
 TLS_POLICIES = ("none", "opportunistic", "required", "verify")
@@ -87,6 +88,12 @@ class Listener:
     # AUTH users may send only as the addresses they own (empath/senders.py); the config
     # turns it on for submission and smtps unless told otherwise.
     sender_ownership: bool = False
+    # For old devices on the LAN: the oldest TLS taken here (TLS_VERSIONS) and the OpenSSL
+    # cipher list (None: Python's, or for TLS below 1.2 every cipher at security level 0).
+    tls_min_version: str = "1.2"
+    tls_ciphers: str | None = None
+    require_auth: bool = False  # AUTH before MAIL, as on submission (which always requires it)
+    networks: tuple[Network, ...] = ()  # who may connect here; (): anyone
 
     @property
     def name(self) -> str:

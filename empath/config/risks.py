@@ -7,7 +7,7 @@ is); ``warnings`` reads the config file for reader.located to put the key's line
 
 import ipaddress
 
-from empath.config.model import Config, Network
+from empath.config.model import Config, Listener, Network
 from empath.config.reader import located
 
 # Where an office's own hosts are: private (RFC 1918, RFC 4193), loopback and link-local.
@@ -23,6 +23,14 @@ def _public(network: Network) -> bool:
     return not any(network.version == own.version and network.subnet_of(own) for own in OWN_RANGES)  # type: ignore[arg-type]
 
 
+def _reaches_outside(listener: Listener) -> bool:
+    """May a host outside the private ranges connect to ``listener``?"""
+    if listener.networks:
+        return any(_public(network) for network in listener.networks)
+    address = ipaddress.ip_address(listener.host)
+    return address.is_unspecified or _public(ipaddress.ip_network(address))
+
+
 def risks(config: Config) -> list[tuple[str, str]]:
     found = []
     for network in config.trusted_networks:
@@ -32,6 +40,15 @@ def risks(config: Config) -> list[tuple[str, str]]:
                     "relay.trusted_networks",
                     f"{network} covers public addresses: every host there may relay through Empath without"
                     " logging in; keep trusted networks to the office's own private ranges",
+                )
+            )
+    for i, listener in enumerate(config.listeners):
+        if listener.tls_min_version in ("1.0", "1.1") and _reaches_outside(listener):
+            found.append(
+                (
+                    f"listeners[{i}].tls_min_version",
+                    f"{listener.name} takes TLS {listener.tls_min_version}, broken long ago, and is reachable beyond"
+                    " the office's private ranges: keep old devices' listeners on a private address, or set networks",
                 )
             )
     if config.metrics_address is not None:

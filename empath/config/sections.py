@@ -18,6 +18,7 @@ from empath.config.model import (
     HOOKS,
     MODES,
     TLS_POLICIES,
+    TLS_VERSIONS,
     AliasSettings,
     Config,
     ControlSettings,
@@ -129,11 +130,21 @@ def _queue(r: Reader, doc: dict) -> QueueSettings:
     )
 
 
+def _tls_version(value: Any) -> str:
+    """``1.2``, or ``TLSv1.2`` as OpenSSL writes it (``TLSv1`` is 1.0)."""
+    text = values.string(value)
+    text = {"TLSv1": "1.0", "tlsv1": "1.0"}.get(text, text.removeprefix("TLSv").removeprefix("tlsv"))
+    if text not in TLS_VERSIONS:
+        raise ValueError(f"must be one of {', '.join(TLS_VERSIONS)}")
+    return text
+
+
 def _listeners(r: Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
     """The valid listeners, each with its index among the [[listeners]] tables."""
     result = []
     seen = set()
-    keys = ("address", "mode", "plugins", "strict_line_ends", "sender_ownership")
+    keys: tuple[str, ...] = ("address", "mode", "plugins", "strict_line_ends", "sender_ownership")
+    keys += ("tls_min_version", "tls_ciphers", "require_auth", "networks")
     for i, (where, entry) in enumerate(tables(r, doc, "listeners", keys, required=1)):
         if "address" not in entry:
             continue
@@ -143,12 +154,23 @@ def _listeners(r: Reader, doc: dict) -> tuple[tuple[int, Listener], ...]:
         strict = r.get(entry, "strict_line_ends", False, values.boolean, f"{where}.strict_line_ends")
         # Those who log in to send own their addresses; on port 25, AUTH is rare and the MX's own business.
         owned = r.get(entry, "sender_ownership", mode != "smtp", values.boolean, f"{where}.sender_ownership")
+        oldest = r.get(entry, "tls_min_version", "1.2", _tls_version, f"{where}.tls_min_version")
+        ciphers = r.get(entry, "tls_ciphers", None, values.string, f"{where}.tls_ciphers")
+        require_auth = r.get(entry, "require_auth", False, values.boolean, f"{where}.require_auth")
+        networks = r.get(
+            entry,
+            "networks",
+            (),
+            lambda v: tuple(values.network(n) for n in values.string_list(v)),
+            f"{where}.networks",
+        )
         if host_port is None:
             continue
         if host_port in seen:
             r.problem(f"{where}.address", "the same address is listed twice")
         seen.add(host_port)
-        result.append((i, Listener(host_port[0], host_port[1], mode, plugins, strict, owned)))
+        listener = Listener(host_port[0], host_port[1], mode, plugins, strict, owned, oldest, ciphers, require_auth)
+        result.append((i, replace(listener, networks=networks)))
     if plain(doc.get("listeners", [])) == []:
         r.problem("listeners", "at least one [[listeners]] entry is required")
     return tuple(result)

@@ -86,6 +86,7 @@ class Policy:
     local_domains: tuple[Domain, ...] = ()
     tls_available: bool = False
     auth_available: bool = False
+    require_auth: bool = False  # AUTH before MAIL on this listener (submission always requires it)
     storage_available: Callable[[int], bool] = lambda size: True
     # Is the address in its local domain's recipients table? None: the domain has none (all exist).
     recipient_exists: Callable[[str, str], bool | None] = lambda address, domain: None
@@ -436,7 +437,7 @@ class Machine:
             return self._fail(replies.NEED_HELO)
         if self.transaction is not None:
             return self._fail(replies.NESTED_MAIL)
-        if self.policy.mode == "submission" and self.auth_user is None:
+        if (self.policy.mode == "submission" or self.policy.require_auth) and self.auth_user is None:
             return self._fail(replies.AUTH_REQUIRED if self.tls_active else replies.TLS_REQUIRED)
         mail = parse_mail(arg)
         if not self.esmtp and mail.has_params:

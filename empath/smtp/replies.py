@@ -111,6 +111,7 @@ NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8")
 
 # Policy
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+NOT_FROM_HERE = Reply(554, "5.7.1", "Connections from your address are not taken on this port")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: not owned by the user logged in")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")

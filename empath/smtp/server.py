@@ -36,13 +36,27 @@ from empath.users import Users
 log = logging.getLogger("empath.smtp")
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
+def tls_context(config: Config, listener: Listener) -> ssl.SSLContext | None:
+    """The listener's server context: TLS 1.2 and up, unless it is a listener for old devices."""
     if config.tls_certificate is None or config.tls_key is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = TLS_MINIMUM[listener.tls_min_version]
+    if listener.tls_ciphers is not None:
+        ctx.set_ciphers(listener.tls_ciphers)
+    elif listener.tls_min_version in ("1.0", "1.1"):
+        # OpenSSL 3 offers no cipher to TLS 1.0 and 1.1 above security level 0.
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     ctx.load_cert_chain(str(config.tls_certificate), str(config.tls_key))
     return ctx
+
+
+TLS_MINIMUM = {
+    "1.0": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
 
 
 class RecipientVerifier(Protocol):
@@ -70,7 +84,7 @@ class Handover(Protocol):
 class SmtpServer:
     config: Config
     queue: Queue
-    tls_context: ssl.SSLContext | None = None
+    tls_contexts: dict[str, ssl.SSLContext | None] = field(default_factory=dict)  # by listener name
     users: Users | None = None
     sessions: gevent.pool.Group = field(default_factory=gevent.pool.Group)
     active: set[Session] = field(default_factory=set)  # what `empathctl connections` lists
@@ -91,7 +105,7 @@ class SmtpServer:
     verifier: RecipientVerifier | None = None  # asks the next hop of the domains verified by callout
 
     def __post_init__(self) -> None:
-        self.tls_context = tls_context(self.config)
+        self.tls_contexts = _tls_contexts(self.config)
         if self.config.users_file is not None:
             self.users = Users(self.config.users_file)
         self.recipients = _recipient_tables(self.config, {})
@@ -149,7 +163,8 @@ class SmtpServer:
             mode=listener.mode,
             limits=c.limits,
             local_domains=self.aliases.ours(c.local_domains),
-            tls_available=self.tls_context is not None,
+            tls_available=self.tls_contexts.get(listener.name) is not None,
+            require_auth=listener.require_auth,
             auth_available=self.users is not None,
             storage_available=self.storage_available,
             recipient_exists=self.recipient_exists,
@@ -159,14 +174,17 @@ class SmtpServer:
             expand=self.aliases.expand,
         )
 
+    def _listening(self, listener: Listener) -> Listening:
+        return Listening(self, listener, self.policy(listener), self.tls_contexts.get(listener.name))
+
     def adopt_listeners(self) -> None:
         """The listeners' settings without their sockets: a helper process serves sessions the daemon accepted."""
-        self.listening = [Listening(self, listener, self.policy(listener)) for listener in self.config.listeners]
+        self.listening = [self._listening(listener) for listener in self.config.listeners]
 
     def start(self) -> None:
         """Bind every listener; raise OSError naming the address if one cannot be bound."""
         for listener in self.config.listeners:
-            listening = Listening(self, listener, self.policy(listener))
+            listening = self._listening(listener)
             family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -191,8 +209,11 @@ class SmtpServer:
         limits = self.config.limits
         trusted = self.is_trusted(client)
         pool = admission.pool_of(listening.listener.mode)
+        networks = listening.listener.networks
         if not self.accepting:
             refusal: replies.Reply | None = replies.SHUTTING_DOWN
+        elif networks and not is_trusted(client, networks):
+            refusal = replies.NOT_FROM_HERE  # a listener for the LAN's old devices, say
         else:
             too_fast = not trusted and not self.anvil.connect(client, time.time(), limits.connection_rate_per_client)
             refusal = admission.refusal(limits, trusted, pool, self.strangers, self.per_client[client], too_fast)
@@ -267,7 +288,7 @@ class SmtpServer:
         aliases = alias_tables(config)
         rewriter = rewriter_of(config)
         self.config = config
-        self.tls_context = tls_context(config)
+        self.tls_contexts = _tls_contexts(config)
         if config.users_file != (self.users.path if self.users is not None else None):
             self.users = Users(config.users_file) if config.users_file is not None else None
         self.recipients = tables
@@ -278,6 +299,7 @@ class SmtpServer:
             self.verifier.reconfigure(config)
         for listening in self.listening:
             listening.policy = self.policy(listening.listener)
+            listening.tls_context = self.tls_contexts.get(listening.listener.name)
 
     def describe_sessions(self) -> list[dict[str, Any]]:
         """What `empathctl connections` shows of each session, oldest first, helpers' included."""
@@ -329,6 +351,10 @@ def _recipient_tables(config: Config, current: dict[str, recipients.Table]) -> d
         for domain, policy in config.domains.items()
         if policy.recipients is not None
     }
+
+
+def _tls_contexts(config: Config) -> dict[str, ssl.SSLContext | None]:
+    return {listener.name: tls_context(config, listener) for listener in config.listeners}
 
 
 def _senders(config: Config, current: senders.Senders | None) -> senders.Senders | None:

@@ -54,7 +54,6 @@ class Host(Protocol):
     config: Config
     metrics: Metrics
     plugins: Plugins
-    tls_context: ssl.SSLContext | None
     users: Users | None
     # Held while a message is read whole out of its spool file (data plug-ins, DKIM):
     # it bounds how many such copies the process holds at once.
@@ -85,6 +84,7 @@ class Listening:
     host: Host
     listener: Listener
     policy: Policy
+    tls_context: ssl.SSLContext | None = None  # the listener's: its oldest TLS and its ciphers
 
 
 class Shutdown(Exception):
@@ -364,9 +364,9 @@ class Session:
                 dropped_bytes=dropped,
                 trace_id=self.trace_id,
             )
-        assert self.host.tls_context is not None
+        assert self.listening.tls_context is not None
         try:
-            self.conn.start_tls(self.host.tls_context, self.timeouts.tls_handshake)
+            self.conn.start_tls(self.listening.tls_context, self.timeouts.tls_handshake)
         except (Exception, gevent.Timeout):
             self.host.metrics.tls_handshakes.labels("failure").inc()
             raise

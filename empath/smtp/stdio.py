@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import os
 import socket
-import ssl
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -72,7 +71,6 @@ class LocalHost:
         self.config = config
         self.metrics = Metrics()  # counted, never served
         self.plugins = Plugins()
-        self.tls_context: ssl.SSLContext | None = None
         self.users: Users | None = None
         self.enqueue = store
         self.aliases = aliases

@@ -861,3 +861,26 @@ def test_cli_without_config_reads_empath_config(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EMPATH_CONFIG", str(tmp_path / "from-env.toml"))
     assert cli.main(["--check"]) == 1
     assert capsys.readouterr().err.startswith(f"empath: cannot read {tmp_path / 'from-env.toml'}")
+
+
+def test_a_listener_for_old_devices():
+    text = (
+        GOOD
+        + TLS
+        + (
+            '[[listeners]]\naddress = "192.168.1.5:2526"\ntls_min_version = "TLSv1"\nrequire_auth = true\n'
+            'networks = ["192.168.1.0/24"]\n'
+        )
+    )
+    plain, old = check(text).listeners
+    assert (plain.tls_min_version, plain.tls_ciphers, plain.require_auth, plain.networks) == ("1.2", None, False, ())
+    assert (old.tls_min_version, old.require_auth) == ("1.0", True)
+    assert old.networks == (ipaddress.ip_network("192.168.1.0/24"),)
+    assert problems_of(GOOD + '[[listeners]]\naddress = "127.0.0.1:2526"\ntls_min_version = "SSLv3"\n') == [
+        "listeners[1].tls_min_version (line 9): must be one of 1.0, 1.1, 1.2, 1.3"
+    ]
+
+
+def test_check_files_tries_a_listener_s_ciphers(tmp_path):
+    config = check(GOOD.replace('"127.0.0.1:2525"', '"127.0.0.1:2525"\ntls_ciphers = "NO-SUCH-CIPHER"'))
+    assert said(check_files(config)) == ["listeners[0].tls_ciphers: OpenSSL takes no cipher from 'NO-SUCH-CIPHER'"]

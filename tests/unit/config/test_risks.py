@@ -47,3 +47,20 @@ def test_allow_open_relay_is_a_boolean():
     assert problems_of(GOOD + '\n[relay]\nallow_open_relay = "yes"\n') == [
         "relay.allow_open_relay (line 9): must be true or false"
     ]
+
+
+@pytest.mark.parametrize(
+    "address, extra, warned",
+    [
+        ("192.168.1.5:2526", "", False),  # the LAN's own address
+        ("0.0.0.0:2526", "", True),  # every address, the public one too
+        ("198.51.100.5:2526", "", True),
+        ("0.0.0.0:2526", 'networks = ["192.168.1.0/24"]\n', False),  # only the LAN may connect
+        ("0.0.0.0:2526", 'networks = ["0.0.0.0/0"]\n', True),
+        ("0.0.0.0:2526", 'tls_min_version = "1.2"\n', False),  # not old TLS
+    ],
+)
+def test_old_tls_beyond_the_office(address, extra, warned):
+    tls = "" if "tls_min_version" in extra else 'tls_min_version = "1.0"\n'
+    text = GOOD + f'[[listeners]]\naddress = "{address}"\n{tls}{extra}'
+    assert [key for key, _ in risks(check(text))] == (["listeners[1].tls_min_version"] if warned else [])

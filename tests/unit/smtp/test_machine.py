@@ -1009,3 +1009,13 @@ def test_an_srs_address_takes_bounces_only():
     say(m, "MAIL FROM:<>")
     assert_reply(say(m, "RCPT TO:<SRS0=abcdef=ab=far.test=friend@example.test>"), replies.RECIPIENT_OK)
     assert m.transaction.recipients[0].targets == ("friend@far.test",)
+
+
+def test_a_listener_that_requires_auth_takes_no_mail_before_it():
+    m = make(tls_available=True, auth_available=True, trusted=True)
+    m.policy = replace(m.policy, require_auth=True)
+    m.tls_started()
+    say(m, "EHLO printer.test")
+    assert_reply(say(m, "MAIL FROM:<scan@example.test>"), replies.AUTH_REQUIRED)  # trusted or not
+    login(m)
+    assert_reply(say(m, "MAIL FROM:<scan@example.test>"), replies.SENDER_OK)
