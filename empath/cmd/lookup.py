@@ -36,7 +36,8 @@ def expand(config: Config, given: list[str]) -> list[str]:
     """``ADDRESS: TARGET, ...`` for each, as a RCPT (or sendmail) would have it."""
     tables = alias_tables(config)
     lines = []
-    for text in given:
+    for given_text in given:
+        text = given_text.strip().strip("<>")  # as sendmail takes it, brackets or not
         try:
             mailbox = addresses.parse_mailbox(text if "@" in text else f"{text}@{config.hostname}", utf8=True)
         except addresses.AddressError as exc:

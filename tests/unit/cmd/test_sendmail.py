@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import tomlkit
+from config_helpers import GOOD, check
 
 from empath.aliases import Aliases
 from empath.cmd.sendmail import (
     Options,
     UsageError,
+    _aliases,
     build,
     header_recipients,
     parse_args,
@@ -118,3 +120,11 @@ def test_build_adds_headers_qualifies_names_and_keeps_the_body():
 def test_build_without_recipients_is_a_usage_error():
     with pytest.raises(UsageError):
         build(Options(), b"Subject: x\r\n\r\n", config(), "u", 0.0, "Q", NO_ALIASES)
+
+
+def test_sendmail_goes_on_without_srs_when_it_cannot_read_the_secrets(tmp_path, capsys):
+    (tmp_path / "srs.secret").mkdir()  # unreadable as a file, as the daemon's 0600 one is to another user
+    text = GOOD + '[relay]\nlocal_domains = ["office.test"]\n[srs]\nsecret_file = "srs.secret"\n'
+    aliases = _aliases(check(text, tmp_path / "empath.toml"))
+    assert aliases.srs is None
+    assert "mail an alias forwards keeps its sender (no SRS)" in capsys.readouterr().err
