@@ -26,6 +26,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from empath.watched import uncommented
+
 ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 HASH_LENGTH = 6
 DAY = 86400
@@ -41,8 +43,8 @@ def parse_keys(text: str) -> tuple[bytes, ...]:
     ValueError names a line too short to be a secret, or an empty file."""
     keys = []
     for number, line in enumerate(text.splitlines(), start=1):
-        key = line.strip()
-        if not key or key.startswith("#"):
+        key = uncommented(line).strip()
+        if not key:
             continue
         if len(key) < MIN_KEY:
             raise ValueError(f"line {number}: a secret must be at least {MIN_KEY} characters")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from empath.srs import DAY, Srs, SrsError
+from empath.srs import DAY, Srs, SrsError, parse_keys
 
 NOW = 1_800_000_000.0
 SRS = Srs((b"this is the current secret",), "office.test")
@@ -85,3 +85,14 @@ def test_original_is_for_our_srs_addresses_only():
     assert SRS.original(made, NOW) == "alice@far.example"
     assert SRS.original(made.replace("@office.test", "@other.test"), NOW) is None
     assert SRS.original("alice@office.test", NOW) is None
+
+
+def test_the_secrets_file():
+    keys = parse_keys(
+        "# the first signs\n  first secret, long enough  \n\nsecond secret, long enough   # last year's\n"
+    )
+    assert keys == (b"first secret, long enough", b"second secret, long enough")
+    with pytest.raises(ValueError, match="line 1: a secret must be at least 16 characters"):
+        parse_keys("short\n")
+    with pytest.raises(ValueError, match="no secret in it"):
+        parse_keys("# nothing\n")
