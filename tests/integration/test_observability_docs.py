@@ -30,6 +30,7 @@ METRICS = {
     "empath_smtp_received_bytes_total",
     "empath_smtp_tls_handshakes_total",
     "empath_smtp_auth_total",
+    "empath_smtp_recipient_verifications_total",
     "empath_queue_recipients",
     "empath_queue_oldest_message_age_seconds",
     "empath_queue_messages_in_total",
