@@ -275,6 +275,9 @@ def expand(
     return Expansion(tuple(final.values()), aliased=aliased)
 
 
+NO_TABLE = Table()  # the virtual table when the config names none
+
+
 class AliasesFile(Watched[Table]):
     """An aliases or virtual file, read again when it or one of its :include: files changes."""
 
@@ -319,11 +322,12 @@ class Aliases:
             return Expansion(problem="srs", aliased=True)
         return Expansion((target,), aliased=True, bounces_only=True)
 
-    def ours(self, local_domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
+    @property
+    def ours(self) -> tuple[Domain, ...]:
         """The local domains and, with an aliases file, the domains of local names after them
         (mail for them is taken from anyone, as Postfix's mydestination)."""
-        names = (Domain._trusted(d) for d in self.name_domains if d not in local_domains)
-        return (*local_domains, *names)
+        local = tuple(Domain._trusted(d) for d in self.local_domains)
+        return (*local, *(Domain._trusted(d) for d in self.name_domains if d not in self.local_domains))
 
     def expand_all(self, given: list[EmailAddress]) -> list[tuple[EmailAddress, tuple[EmailAddress, ...]]]:
         """Each address with what its aliases expand to (() if none); AddressError names one
@@ -343,7 +347,7 @@ class Aliases:
         if self.srs is not None and address.domain == self.srs.domain and is_srs(address.local):
             return self._unforward(address)
         local = self.local.current() if self.local is not None else None
-        virtual = self.virtual.current() if self.virtual is not None else Table()
+        virtual = self.virtual.current() if self.virtual is not None else NO_TABLE
         return expand(address, local, virtual, self.hostname, self.limit, mailboxes=self.local_domains)
 
     def problems(self) -> list[tuple[str, str]]:

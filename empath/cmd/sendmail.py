@@ -232,8 +232,7 @@ def build(
     )
     origin = submit.LocalUser(user, opts.full_name)
     msg, signing = submit.compose(config, origin, envelope, Spool.holding(data), queue_id, now, uuid.uuid4().hex, rules)
-    ours = aliases.ours(config.local_domains)
-    return submit.entries(msg, expanded, ours, aliases.srs, now, ids.new_id(now)), signing
+    return submit.entries(msg, expanded, aliases.ours, aliases.srs, now, ids.new_id(now)), signing
 
 
 def _aliases(config: Config) -> Aliases:

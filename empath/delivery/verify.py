@@ -39,6 +39,7 @@ from empath.smtp.replies import Reply
 
 log = logging.getLogger("empath.delivery")
 
+BUSY = "every callout slot is taken"
 PRUNE_INTERVAL = 3600.0  # seconds between sweeps of expired answers (Postfix: 12h)
 
 
@@ -110,31 +111,32 @@ class Verifier:
                 self._start(address, trace_id, wait=0)  # a refresh, if a slot is free
             self._count("cache", existence)
             return existence
-        deadline = time.monotonic() + settings.timeout
-        pending = self._start(address, trace_id, wait=settings.timeout)
-        if pending is None:
+        existence, said = self._ask_now(address, trace_id)
+        if said == BUSY:
             event(log, "callout", level=logging.WARNING, to=address, result="busy", trace_id=trace_id or None)
-            existence = Existence.UNVERIFIED
-        else:
-            try:
-                existence, _ = pending.get(timeout=max(0.0, deadline - time.monotonic()))
-            except gevent.Timeout:
-                existence = Existence.UNVERIFIED  # the callout goes on, and keeps its answer for next time
         self._count("callout", existence)
         return existence
+
+    def _ask_now(self, address: EmailAddress, trace_id: str) -> tuple[Existence, str]:
+        """A callout's answer within verification.timeout, all told (the wait for a slot and
+        for the answer); if none comes, UNVERIFIED and why. A callout that outlives the wait
+        goes on, and keeps its answer for next time."""
+        timeout = self.config.verification.timeout
+        deadline = time.monotonic() + timeout
+        pending = self._start(address, trace_id, wait=timeout)
+        if pending is None:
+            return Existence.UNVERIFIED, BUSY
+        try:
+            return pending.get(timeout=max(0.0, deadline - time.monotonic()))
+        except gevent.Timeout:
+            return Existence.UNVERIFIED, f"no answer within {timeout:g}s"
 
     def describe(self, address: EmailAddress, ask: bool = False) -> dict[str, Any]:
         """What ``empathctl verify`` shows: the answer kept for ``address`` and what it says
         now; with ``ask``, the next hop's answer to a callout made now (kept, if it is one)."""
         settings = self.config.verification
         if ask:
-            pending = self._start(address, "", wait=settings.timeout)
-            existence, said = Existence.UNVERIFIED, "every callout slot is taken"
-            if pending is not None:
-                try:
-                    existence, said = pending.get(timeout=settings.timeout)
-                except gevent.Timeout:
-                    said = f"no answer within {settings.timeout:g}s"
+            existence, said = self._ask_now(address, "")
             return {"result": existence.value, "source": "callout", "reply": said}
         answer = self._kept(address)
         now = time.time()

@@ -162,7 +162,7 @@ class SmtpServer:
             hostname=c.hostname,
             mode=listener.mode,
             limits=c.limits,
-            local_domains=self.aliases.ours(c.local_domains),
+            local_domains=self.aliases.ours,
             tls_available=self.tls_contexts.get(listener.name) is not None,
             require_auth=listener.require_auth,
             auth_available=self.users is not None,

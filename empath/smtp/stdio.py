@@ -102,9 +102,7 @@ class LocalSession(Session):
 
     def __init__(self, config: Config, user: str, pipe: Pipe, store: Callable[..., None]):
         aliases = alias_tables(config)
-        policy = Policy(
-            config.hostname, "smtp", config.limits, aliases.ours(config.local_domains), expand=aliases.expand
-        )
+        policy = Policy(config.hostname, "smtp", config.limits, aliases.ours, expand=aliases.expand)
         # Connection asks nothing of a socket but recv, sendall and close, which Pipe has.
         conn = Connection(cast(socket.socket, pipe), write_timeout=config.timeouts.command)
         super().__init__(Listening(LocalHost(config, store, aliases), STDIN, policy), conn, client_address="")

@@ -49,10 +49,7 @@ def measure_accept(args: argparse.Namespace, size: int, sessions: list[int], sce
                             daemon.stop()
 
                     b.say(f"{scenario} {label}: {args.messages} x {size} bytes")
-                    e, p = b.pairs(args.runs, measure)
-                    figures[f"empath_{label}"] = b.median(e)
-                    figures[f"postfix_{label}"] = b.median(p)
-                    figures[f"ratio_{label}"] = b.ratio(b.median(e), b.median(p))
+                    b.paired_figures(figures, label, args.runs, measure)
         finally:
             postfix.stop()
     b.report(scenario, figures)

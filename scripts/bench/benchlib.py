@@ -107,6 +107,17 @@ def result_line(scenario: str, figures: dict[str, float | int | str]) -> str:
     return f"RESULT {scenario} " + " ".join(parts)
 
 
+def paired_figures(
+    figures: dict[str, float | int | str], label: str, runs: int, measure: Callable[[str, int], float]
+) -> None:
+    """Run ``measure`` for both MTAs, alternately (``pairs``), and put the medians and
+    their ratio into ``figures`` as empath_LABEL, postfix_LABEL and ratio_LABEL."""
+    e, p = pairs(runs, measure)
+    figures[f"empath_{label}"] = median(e)
+    figures[f"postfix_{label}"] = median(p)
+    figures[f"ratio_{label}"] = ratio(median(e), median(p))
+
+
 def report(scenario: str, figures: dict[str, float | int | str]) -> None:
     print(result_line(scenario, figures), flush=True)
 

@@ -266,10 +266,7 @@ def measure_accept(args: argparse.Namespace, directory: Path, sink: b.Sink) -> d
                     daemon.stop()
 
             b.say(f"verify accept {label}: {args.messages} x {SIZE} bytes over {SESSIONS} sessions")
-            e, p = b.pairs(args.runs, measure)
-            figures[f"empath_{label}"] = b.median(e)
-            figures[f"postfix_{label}"] = b.median(p)
-            figures[f"ratio_{label}"] = b.ratio(b.median(e), b.median(p))
+            b.paired_figures(figures, label, args.runs, measure)
     finally:
         postfix.stop()
     # What each keeps of its plain accept rate with verification on.
